@@ -38,7 +38,7 @@ all: .libs/mod_stowrs.so
 
 stowrs_dicom.lo: stowrs_dicom.cc stowrs_dicom.h
 	$(LIBTOOL) --silent --mode=compile --tag=CXX $(CXX) $(OPT_FLAGS) $(WARN) $(SAN_FLAGS) \
-	    -fPIC -std=c++11 -c stowrs_dicom.cc -o stowrs_dicom.lo
+	    -fPIC -std=c++17 -c stowrs_dicom.cc -o stowrs_dicom.lo
 
 .libs/mod_stowrs.so: $(MOD_SRC) $(CORE_HDR) stowrs_private.h stowrs_dicom.lo
 	$(APXS) -S CC=$(CC) -c -o mod_stowrs.la \
@@ -61,16 +61,79 @@ t/unit/test_multipart: t/unit/test_multipart.c stowrs_multipart.c stowrs_multipa
 t/unit/test_uid: t/unit/test_uid.c stowrs_uid.c stowrs_uid.h t/unit/unit.h
 	$(CC) $(UNIT_CFLAGS) -o $@ t/unit/test_uid.c stowrs_uid.c $(APR_LIBS)
 
-t/unit/test_response: t/unit/test_response.c stowrs_response.c stowrs_outcome.c stowrs_uid.c stowrs_multipart.c stowrs_dicom.lo t/unit/unit.h
-	$(CXX) $(OPT_FLAGS) $(SAN_FLAGS) -o $@ -x c -std=gnu99 $(WARN) $(APR_CFLAGS) $(XML_CFLAGS) -I. \
-	    t/unit/test_response.c stowrs_response.c stowrs_outcome.c stowrs_uid.c stowrs_multipart.c \
-	    -x none .libs/stowrs_dicom.o $(DCMTK_LIBS) -lxml2 -ljansson $(APR_LIBS)
+# C compiled by $(CC) into t/unit/resp_*.o (apxs keeps its own objects next to
+# the sources), linked by $(CXX) with the dcmtk shim for stowrs_dicom_sop_category.
+TEST_RESPONSE_C := t/unit/test_response.c stowrs_response.c stowrs_outcome.c \
+                   stowrs_uid.c stowrs_multipart.c
+TEST_RESPONSE_O := $(addprefix t/unit/resp_,$(notdir $(TEST_RESPONSE_C:.c=.o)))
+
+t/unit/test_response: $(TEST_RESPONSE_C) stowrs_response.h stowrs_outcome.h stowrs_uid.h \
+                      stowrs_multipart.h stowrs_dicom.h stowrs_dicom.lo t/unit/unit.h
+	for f in $(TEST_RESPONSE_C); do \
+	    $(CC) $(UNIT_CFLAGS) -c $$f -o t/unit/resp_$$(basename $$f .c).o || exit 1; \
+	done
+	$(CXX) $(OPT_FLAGS) $(SAN_FLAGS) -o $@ $(TEST_RESPONSE_O) .libs/stowrs_dicom.o \
+	    $(DCMTK_LIBS) -lxml2 -ljansson $(APR_LIBS)
 
 t/unit/test_store: t/unit/test_store.c stowrs_store.c stowrs_uid.c t/unit/unit.h
 	$(CC) $(UNIT_CFLAGS) -o $@ t/unit/test_store.c stowrs_store.c stowrs_uid.c $(APR_LIBS)
+
+# the dcmtk shim's test CLI, driven by t/test_010_dicom_shim.py
+t/unit/dicom_inspect: t/unit/dicom_inspect.c stowrs_dicom.h stowrs_dicom.lo
+	$(CC) $(OPT_FLAGS) $(WARN) $(SAN_FLAGS) -std=gnu99 -I. -c t/unit/dicom_inspect.c -o t/unit/dicom_inspect.o
+	$(CXX) $(OPT_FLAGS) $(SAN_FLAGS) -o $@ t/unit/dicom_inspect.o .libs/stowrs_dicom.o $(DCMTK_LIBS)
 
 unit: $(UNIT_BINS)
 	@for b in $(UNIT_BINS); do echo "== $$b"; ./$$b || exit 1; done
 
 clean:
 	rm -rf .libs *.la *.lo *.o *.slo $(UNIT_BINS) t/__pycache__ .pytest_cache
+
+# --- set-up, run, test --------------------------------------------------------
+# Debian 12 packages the build, the tests and `make run` need.
+DEB_PACKAGES := make gcc g++ clang cppcheck apache2 apache2-dev dcmtk libdcmtk-dev \
+                libxml2-dev libjansson-dev curl python3-pytest python3-pydicom \
+                python3-requests python3-lxml python3-numpy
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:" $$missing; \
+	    if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	    $$sudo apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+RUN_DIR  := $(CURDIR)/run
+RUN_PORT ?= 8080
+
+# httpd in the foreground on 127.0.0.1:$(RUN_PORT), archive under ./run/archive.
+run: deps
+	$(MAKE) all
+	mkdir -p $(RUN_DIR)/archive $(RUN_DIR)/logs
+	sed -e 's|@RUN_DIR@|$(RUN_DIR)|g' -e 's|@MODULE@|$(CURDIR)/.libs/mod_stowrs.so|g' \
+	    -e 's|@PORT@|$(RUN_PORT)|g' -e "s|@MODDIR@|$$($(APXS) -q LIBEXECDIR)|g" \
+	    -e "s|@USER@|$$(if [ $$(id -u) = 0 ]; then echo 'User www-data'; fi)|" \
+	    -e "s|@GROUP@|$$(if [ $$(id -u) = 0 ]; then echo 'Group www-data'; fi)|" \
+	    conf/local.conf.in > $(RUN_DIR)/httpd.conf
+	@echo "mod_stowrs: POST to http://127.0.0.1:$(RUN_PORT)/dcm4chee-arc/aets/DCM4CHEE/rs/studies"
+	/usr/sbin/apache2 -f $(RUN_DIR)/httpd.conf -DFOREGROUND
+
+PYTEST_ARGS ?=
+
+test: deps
+	$(MAKE) all unit-bins t/unit/dicom_inspect
+	$(PYTHON) -m pytest -ra $(PYTEST_ARGS) t/
+
+unit-bins: $(UNIT_BINS)
+
+check-tree:
+	sh t/check_tree.sh
+
+lint: deps
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	    --inline-suppr -I. $(CORE_SRC) stowrs_dicom.cc
+	$(MAKE) clean
+	$(MAKE) all unit-bins CC=clang CXX=clang++

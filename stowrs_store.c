@@ -1,0 +1,540 @@
+/*
+ * stowrs_store.c - the archive on disk.
+ *
+ * Spool -> publish, in the manner of mod_dav_fs's stream functions: a part
+ * is written to an exclusively created spool file inside the archive (so
+ * publishing is a rename on one filesystem), inspected by the caller, then
+ * fsynced, renamed into place and its directories fsynced. A pool cleanup
+ * removes the spool on every path that does not publish it.
+ *
+ * Duplicates are found through an index of symlinks,
+ * {archive}/.stowrs-index/{SOPInstanceUID} -> "{study}/{series}", created
+ * with symlink(2), which fails atomically if the name exists: that is what
+ * lets the A77B rule (same instance, other study or series) hold for any
+ * layout and between concurrent requests.
+ */
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <apr_strings.h>
+#include <apr_file_info.h>
+#include <apr_portable.h>
+
+#include "stowrs_store.h"
+
+struct stowrs_spool_t {
+    apr_pool_t *pool;
+    const stowrs_store_conf_t *conf;
+    apr_file_t *file;           /* NULL once closed */
+    const char *path;
+    char *buf;
+    apr_size_t bufsize;
+    apr_size_t buffered;
+    apr_off_t size;
+    apr_status_t write_error;   /* sticky: later writes are dropped */
+    int published;              /* the cleanup must not unlink */
+};
+
+static const char *const format_tokens[] = {
+    "{StudyInstanceUID}", "{SeriesInstanceUID}", "{SOPInstanceUID}", "{SOPClassUID}"
+};
+
+const char *
+stowrs_store_check_format(apr_pool_t *pool, const char *format)
+{
+    const char *p = format;
+    const char *component = format;
+    int has_sop = 0;
+
+    if (!format || !*format) {
+        return "the layout is empty";
+    }
+    if (*format == '/') {
+        return "the layout must be relative to the archive";
+    }
+    while (*p) {
+        if (*p == '{') {
+            apr_size_t i;
+            int known = 0;
+
+            for (i = 0; i < sizeof(format_tokens) / sizeof(format_tokens[0]); i++) {
+                apr_size_t n = strlen(format_tokens[i]);
+
+                if (strncmp(p, format_tokens[i], n) == 0) {
+                    known = 1;
+                    has_sop |= (i == 2);
+                    p += n;
+                    break;
+                }
+            }
+            if (!known) {
+                return apr_psprintf(pool, "unknown token at \"%s\"", p);
+            }
+            continue;
+        }
+        if (*p == '}' || *p == '\\' || (unsigned char)*p < 0x20) {
+            return apr_psprintf(pool, "character '%c' is not allowed", *p);
+        }
+        if (*p == '/') {
+            apr_size_t len = (apr_size_t)(p - component);
+
+            if (len == 0 || (len == 1 && component[0] == '.')
+                || (len == 2 && component[0] == '.' && component[1] == '.')) {
+                return "empty, \".\" or \"..\" path component";
+            }
+            component = p + 1;
+        }
+        p++;
+    }
+    {
+        apr_size_t len = (apr_size_t)(p - component);
+
+        if (len == 0 || (len == 1 && component[0] == '.')
+            || (len == 2 && component[0] == '.' && component[1] == '.')) {
+            return "empty, \".\" or \"..\" path component";
+        }
+    }
+    if (!has_sop) {
+        return "the layout must contain {SOPInstanceUID}";
+    }
+    return NULL;
+}
+
+const char *
+stowrs_store_expand(apr_pool_t *pool, const char *format, const char *sop_class,
+                    const char *study, const char *series, const char *sop)
+{
+    const char *values[4];
+    apr_size_t cap = strlen(format) + 1;
+    char *out, *o;
+    const char *p;
+    apr_size_t i;
+
+    values[0] = study;
+    values[1] = series;
+    values[2] = sop;
+    values[3] = sop_class;
+    for (i = 0; i < 4; i++) {
+        cap += strlen(values[i]) * 4;   /* each token may appear more than once */
+    }
+    out = o = apr_palloc(pool, cap);
+    for (p = format; *p; ) {
+        int matched = 0;
+
+        if (*p == '{') {
+            for (i = 0; i < 4; i++) {
+                apr_size_t n = strlen(format_tokens[i]);
+
+                if (strncmp(p, format_tokens[i], n) == 0) {
+                    apr_size_t vl = strlen(values[i]);
+
+                    if ((apr_size_t)(o - out) + vl + 1 > cap) {
+                        return NULL;
+                    }
+                    memcpy(o, values[i], vl);
+                    o += vl;
+                    p += n;
+                    matched = 1;
+                    break;
+                }
+            }
+        }
+        if (!matched) {
+            if ((apr_size_t)(o - out) + 2 > cap) {
+                return NULL;
+            }
+            *o++ = *p++;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static apr_status_t
+spool_cleanup(void *data)
+{
+    stowrs_spool_t *s = data;
+
+    if (s->file) {
+        apr_file_close(s->file);
+        s->file = NULL;
+    }
+    if (!s->published && s->path) {
+        apr_file_remove(s->path, s->pool);
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t
+stowrs_store_spool_open(apr_pool_t *pool, const stowrs_store_conf_t *conf,
+                        char *buf, apr_size_t bufsize, stowrs_spool_t **out)
+{
+    stowrs_spool_t *s = apr_pcalloc(pool, sizeof(*s));
+    char *tmpl;
+    apr_os_file_t fd;
+    apr_status_t rv;
+
+    s->pool = pool;
+    s->conf = conf;
+    s->buf = buf;
+    s->bufsize = bufsize;
+    tmpl = apr_pstrcat(pool, conf->archive, "/" STOWRS_STORE_SPOOL_DIR "/part-XXXXXX", NULL);
+    /* No APR_FOPEN_DELONCLOSE: the file must outlive its descriptor until
+     * it is renamed; our own cleanup removes it otherwise. */
+    rv = apr_file_mktemp(&s->file, tmpl,
+                         APR_FOPEN_CREATE | APR_FOPEN_READ | APR_FOPEN_WRITE
+                         | APR_FOPEN_EXCL | APR_FOPEN_NOCLEANUP, pool);
+    if (rv != APR_SUCCESS) {
+        s->file = NULL;
+        return rv;
+    }
+    s->path = tmpl;
+    apr_pool_cleanup_register(pool, s, spool_cleanup, apr_pool_cleanup_null);
+    /* The lock tells the startup sweep that a live writer owns this file.
+     * flock(2), not fcntl(2): a POSIX lock would be dropped as soon as the
+     * DICOM inspection opens and closes the same file in this process. */
+    if ((rv = apr_os_file_get(&fd, s->file)) != APR_SUCCESS) {
+        return rv;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0 || fchmod(fd, 0640) != 0) {
+        return APR_FROM_OS_ERROR(errno);
+    }
+    *out = s;
+    return APR_SUCCESS;
+}
+
+static apr_status_t
+spool_flush(stowrs_spool_t *s)
+{
+    apr_status_t rv;
+
+    if (s->buffered == 0 || s->write_error != APR_SUCCESS) {
+        s->buffered = 0;
+        return s->write_error;
+    }
+    rv = apr_file_write_full(s->file, s->buf, s->buffered, NULL);
+    s->buffered = 0;
+    if (rv != APR_SUCCESS) {
+        s->write_error = rv;
+    }
+    return rv;
+}
+
+apr_status_t
+stowrs_store_spool_write(stowrs_spool_t *s, const char *data, apr_size_t len)
+{
+    if (s->write_error != APR_SUCCESS) {
+        return s->write_error;
+    }
+    if (!s->file) {
+        return APR_EINVAL;
+    }
+    s->size += (apr_off_t)len;
+    /* httpd hands us buckets of at most 8000 bytes; a write(2) per bucket
+     * costs about half the throughput, so coalesce. */
+    if (s->buffered + len <= s->bufsize) {
+        memcpy(s->buf + s->buffered, data, len);
+        s->buffered += len;
+        if (s->buffered == s->bufsize) {
+            return spool_flush(s);
+        }
+        return APR_SUCCESS;
+    }
+    if (spool_flush(s) != APR_SUCCESS) {
+        return s->write_error;
+    }
+    if (len >= s->bufsize) {
+        apr_status_t rv = apr_file_write_full(s->file, data, len, NULL);
+
+        if (rv != APR_SUCCESS) {
+            s->write_error = rv;
+        }
+        return rv;
+    }
+    memcpy(s->buf, data, len);
+    s->buffered = len;
+    return APR_SUCCESS;
+}
+
+apr_status_t
+stowrs_store_spool_close(stowrs_spool_t *s)
+{
+    apr_status_t rv = spool_flush(s);
+
+    if (rv == APR_SUCCESS && s->conf->sync) {
+        rv = apr_file_datasync(s->file);
+    }
+    return rv;
+}
+
+const char *
+stowrs_store_spool_path(const stowrs_spool_t *s)
+{
+    return s->path;
+}
+
+apr_off_t
+stowrs_store_spool_size(const stowrs_spool_t *s)
+{
+    return s->size;
+}
+
+static apr_status_t
+sync_dir(apr_pool_t *pool, const char *dir)
+{
+    apr_file_t *fd;
+    apr_status_t rv = apr_file_open(&fd, dir, APR_FOPEN_READ, APR_OS_DEFAULT, pool);
+
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    rv = apr_file_sync(fd);
+    apr_file_close(fd);
+    return rv;
+}
+
+/*
+ * mkdir -p below the archive for a relative path's directories; the
+ * directories whose entries changed are fsynced when @c sync, innermost
+ * last so a crash never leaves a synced child under an unsynced parent.
+ */
+static apr_status_t
+make_parents(apr_pool_t *pool, const char *archive, const char *rel, int sync)
+{
+    char *path = apr_pstrcat(pool, archive, "/", rel, NULL);
+    char *slash = path + strlen(archive) + 1;
+    apr_status_t rv;
+
+    while ((slash = strchr(slash, '/')) != NULL) {
+        *slash = '\0';
+        rv = apr_dir_make(path, APR_OS_DEFAULT, pool);
+        if (rv == APR_SUCCESS) {
+            if (sync) {
+                char *parent = apr_pstrdup(pool, path);
+                char *cut = strrchr(parent, '/');
+
+                *cut = '\0';
+                if ((rv = sync_dir(pool, parent)) != APR_SUCCESS) {
+                    return rv;
+                }
+            }
+        }
+        else if (!APR_STATUS_IS_EEXIST(rv)) {
+            return rv;
+        }
+        *slash = '/';
+        slash++;
+    }
+    return APR_SUCCESS;
+}
+
+/*
+ * Claim the SOP Instance UID for study/series in the index.
+ * @return APR_SUCCESS with *existing NULL when newly claimed, or with
+ *         *existing set to the "study/series" it already belongs to.
+ */
+static apr_status_t
+index_claim(apr_pool_t *pool, const stowrs_store_conf_t *conf, const char *sop,
+            const char *study, const char *series, const char **existing)
+{
+    const char *link = apr_pstrcat(pool, conf->archive, "/" STOWRS_STORE_INDEX_DIR "/",
+                                   sop, NULL);
+    const char *target = apr_pstrcat(pool, study, "/", series, NULL);
+    char got[2 * 64 + 2];
+    ssize_t n;
+
+    *existing = NULL;
+    if (symlink(target, link) == 0) {
+        return conf->sync
+            ? sync_dir(pool, apr_pstrcat(pool, conf->archive,
+                                         "/" STOWRS_STORE_INDEX_DIR, NULL))
+            : APR_SUCCESS;
+    }
+    if (errno != EEXIST) {
+        return APR_FROM_OS_ERROR(errno);
+    }
+    n = readlink(link, got, sizeof(got) - 1);
+    if (n < 0) {
+        return APR_FROM_OS_ERROR(errno);
+    }
+    got[n] = '\0';
+    *existing = apr_pstrdup(pool, got);
+    return APR_SUCCESS;
+}
+
+apr_status_t
+stowrs_store_publish(stowrs_spool_t *s, const char *sop_class, const char *study,
+                     const char *series, const char *sop, stowrs_publish_e *result,
+                     const char **final_path)
+{
+    const stowrs_store_conf_t *conf = s->conf;
+    apr_pool_t *pool = s->pool;
+    const char *rel, *existing, *dir;
+    char *full;
+    apr_finfo_t finfo;
+    apr_status_t rv;
+    int duplicate = 0;
+
+    *final_path = NULL;
+    rel = stowrs_store_expand(pool, conf->path_format, sop_class, study, series, sop);
+    if (!rel) {
+        return APR_EINVAL;
+    }
+    /* The UIDs passed the UID check and the layout was checked at
+     * configuration time; SECUREROOT is the second lock on the door. */
+    rv = apr_filepath_merge(&full, conf->archive, rel,
+                            APR_FILEPATH_SECUREROOT | APR_FILEPATH_NOTRELATIVE, pool);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+
+    rv = index_claim(pool, conf, sop, study, series, &existing);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    if (existing) {
+        if (strcmp(existing, apr_pstrcat(pool, study, "/", series, NULL)) != 0) {
+            /* Another study or series owns it, unless its file is gone
+             * (a crash between claim and rename, or an admin's rm). */
+            const char *old_study = existing, *old_series = strchr(existing, '/');
+            const char *old_rel, *old_full;
+
+            if (!old_series) {
+                *result = STOWRS_PUBLISH_CONFLICT;
+                return APR_SUCCESS;
+            }
+            old_study = apr_pstrmemdup(pool, existing, (apr_size_t)(old_series - existing));
+            old_rel = stowrs_store_expand(pool, conf->path_format, sop_class,
+                                          old_study, old_series + 1, sop);
+            old_full = old_rel ? apr_pstrcat(pool, conf->archive, "/", old_rel, NULL) : NULL;
+            if (!old_full || apr_stat(&finfo, old_full, APR_FINFO_TYPE, pool) == APR_SUCCESS) {
+                *result = STOWRS_PUBLISH_CONFLICT;
+                return APR_SUCCESS;
+            }
+            /* Stale claim: take it over. */
+            {
+                const char *link = apr_pstrcat(pool, conf->archive,
+                                               "/" STOWRS_STORE_INDEX_DIR "/", sop, NULL);
+                const char *tmp = apr_pstrcat(pool, link, ".", apr_ltoa(pool, (long)getpid()),
+                                              NULL);
+
+                unlink(tmp);
+                if (symlink(apr_pstrcat(pool, study, "/", series, NULL), tmp) != 0
+                    || rename(tmp, link) != 0) {
+                    rv = APR_FROM_OS_ERROR(errno);
+                    unlink(tmp);
+                    return rv;
+                }
+            }
+        }
+        else if (apr_stat(&finfo, full, APR_FINFO_TYPE, pool) == APR_SUCCESS) {
+            duplicate = 1;
+            if (conf->overwrite == STOWRS_OVERWRITE_NEVER) {
+                *result = STOWRS_PUBLISH_KEPT;
+                *final_path = full;
+                return APR_SUCCESS;
+            }
+            if (conf->overwrite == STOWRS_OVERWRITE_REJECT) {
+                *result = STOWRS_PUBLISH_REJECTED;
+                return APR_SUCCESS;
+            }
+        }
+    }
+
+    if ((rv = make_parents(pool, conf->archive, rel, conf->sync)) != APR_SUCCESS) {
+        return rv;
+    }
+    /* rename(2) replaces atomically: readers see the old file or the new. */
+    rv = apr_file_rename(s->path, full, pool);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    s->published = 1;
+    if (s->file) {
+        apr_file_close(s->file);
+        s->file = NULL;
+    }
+    if (conf->sync) {
+        dir = apr_pstrmemdup(pool, full, (apr_size_t)(strrchr(full, '/') - full));
+        if ((rv = sync_dir(pool, dir)) != APR_SUCCESS) {
+            return rv;
+        }
+    }
+    *result = duplicate ? STOWRS_PUBLISH_REPLACED : STOWRS_PUBLISH_STORED;
+    *final_path = full;
+    return APR_SUCCESS;
+}
+
+apr_status_t
+stowrs_store_prepare(apr_pool_t *pool, const char *archive)
+{
+    apr_status_t rv;
+    const char *dirs[2];
+    int i;
+
+    rv = apr_dir_make_recursive(archive, APR_OS_DEFAULT, pool);
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_EEXIST(rv)) {
+        return rv;
+    }
+    dirs[0] = apr_pstrcat(pool, archive, "/" STOWRS_STORE_SPOOL_DIR, NULL);
+    dirs[1] = apr_pstrcat(pool, archive, "/" STOWRS_STORE_INDEX_DIR, NULL);
+    for (i = 0; i < 2; i++) {
+        rv = apr_dir_make(dirs[i], APR_OS_DEFAULT, pool);
+        if (rv != APR_SUCCESS && !APR_STATUS_IS_EEXIST(rv)) {
+            return rv;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t
+stowrs_store_sweep(apr_pool_t *pool, const char *archive, int *removed)
+{
+    const char *spool = apr_pstrcat(pool, archive, "/" STOWRS_STORE_SPOOL_DIR, NULL);
+    apr_dir_t *dir;
+    apr_finfo_t fi;
+    apr_status_t rv;
+    apr_pool_t *scratch;
+
+    *removed = 0;
+    rv = apr_dir_open(&dir, spool, pool);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    apr_pool_create(&scratch, pool);
+    while (apr_dir_read(&fi, APR_FINFO_NAME | APR_FINFO_TYPE, dir) == APR_SUCCESS) {
+        const char *path;
+        apr_file_t *f;
+        apr_os_file_t fd;
+
+        if (fi.filetype != APR_REG) {
+            continue;
+        }
+        apr_pool_clear(scratch);
+        path = apr_pstrcat(scratch, spool, "/", fi.name, NULL);
+        if (apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_WRITE,
+                          APR_OS_DEFAULT, scratch) != APR_SUCCESS) {
+            continue;
+        }
+        /* A writer that is alive holds its lock; leave its file alone. */
+        if (apr_os_file_get(&fd, f) == APR_SUCCESS && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            if (apr_file_remove(path, scratch) == APR_SUCCESS) {
+                (*removed)++;
+            }
+        }
+        apr_file_close(f);
+    }
+    apr_dir_close(dir);
+    apr_pool_destroy(scratch);
+    return APR_SUCCESS;
+}

@@ -7,8 +7,12 @@
 # CC=clang CXX=clang++ builds with clang; SANITIZE=1 adds ASan and UBSan.
 
 APXS     ?= apxs
-CC       ?= gcc
-CXX      ?= g++
+ifeq ($(origin CC),default)
+CC       := gcc
+endif
+ifeq ($(origin CXX),default)
+CXX      := g++
+endif
 PYTHON   ?= /usr/bin/python3
 LIBTOOL  := $(shell apr-1-config --apr-libtool)
 

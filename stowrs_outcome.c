@@ -243,7 +243,10 @@ stowrs_outcome_http_status(const apr_array_header_t *outcomes)
         }
         else {
             failed++;
-            if ((o->failure_reason & 0xFF00u) == 0xA700u) {
+            /* A77B shares the A7xx range but is a permanent conflict:
+             * telling the client to retry later would loop forever. */
+            if ((o->failure_reason & 0xFF00u) == 0xA700u
+                && o->failure_reason != STOWRS_FR_UID_CONFLICT) {
                 resources++;
             }
         }

@@ -83,7 +83,8 @@ unsigned int stowrs_outcome_io_reason(apr_status_t rv);
  * The §3.6 rule.
  * @param outcomes array of stowrs_outcome_t
  * @return 200 all stored, 202 some stored, 503 none stored and every
- *         failure A7xx, 409 none stored otherwise (also for an empty list)
+ *         failure out of resources (A7xx other than the A77B conflict),
+ *         409 none stored otherwise (also for an empty list)
  */
 int stowrs_outcome_http_status(const apr_array_header_t *outcomes);
 

@@ -88,6 +88,8 @@ test_http_status(apr_pool_t *pool)
     static const unsigned int all_conflict[] = { 0x0122u, 0xC409u, 0xA900u, ~0u };
     static const unsigned int one_0110[] = { 0x0110u, ~0u };
     static const unsigned int empty[] = { ~0u };
+    static const unsigned int one_a77b[] = { 0xA77Bu, ~0u };
+    static const unsigned int a700_a77b[] = { 0xA700u, 0xA77Bu, ~0u };
 
     CHECK_INT(stowrs_outcome_http_status(outcomes_of(pool, all_stored, 0)), 200);
     CHECK_INT(stowrs_outcome_http_status(outcomes_of(pool, one_stored, 0)), 200);
@@ -104,6 +106,9 @@ test_http_status(apr_pool_t *pool)
     CHECK_INT(stowrs_outcome_http_status(outcomes_of(pool, all_conflict, 0)), 409);
     CHECK_INT(stowrs_outcome_http_status(outcomes_of(pool, one_0110, 0)), 409);
     CHECK_INT(stowrs_outcome_http_status(outcomes_of(pool, empty, 0)), 409);
+    /* A77B is a conflict, not a shortage: no retry advice. */
+    CHECK_INT(stowrs_outcome_http_status(outcomes_of(pool, one_a77b, 0)), 409);
+    CHECK_INT(stowrs_outcome_http_status(outcomes_of(pool, a700_a77b, 0)), 409);
     CHECK_INT(stowrs_outcome_http_status(NULL), 409);
 }
 

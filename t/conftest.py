@@ -40,6 +40,23 @@ def _new_workdir(name):
     return d
 
 
+@pytest.fixture(scope="session")
+def new_workdir():
+    """new_workdir(name) -> a fresh directory the serving user can use,
+    removed at the end of the session unless a test failed."""
+    made = []
+
+    def factory(name):
+        d = _new_workdir(name)
+        made.append(d)
+        return d
+
+    yield factory
+    if not KEEP:
+        for d in made:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def _cleanup(server, failed=False):
     server.stop()
     if not KEEP and not failed:

@@ -425,6 +425,22 @@ class Httpd:
         root = pathlib.Path(archive) if archive else self.archive
         return root / study / series / (sop + ".dcm")
 
+    def assert_stored(self, data, uids, archive=None):
+        """The instance is at its default-layout path, byte-identical to @data
+        (sha256). @return the path"""
+        import hashlib
+        path = self.instance_path(uids["study"], uids["series"], uids["sop"], archive)
+        assert path.is_file(), "not stored: %s" % path
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert got == hashlib.sha256(data).hexdigest(), \
+            "%s differs from the bytes sent (%d bytes on disk, %d sent)" % (
+                path, path.stat().st_size, len(data))
+        return path
+
+    def assert_not_stored(self, uids, archive=None):
+        path = self.instance_path(uids["study"], uids["series"], uids["sop"], archive)
+        assert not path.exists(), "unexpectedly stored: %s" % path
+
     def clear_archive(self):
         """Remove stored instances (keeps the archive directory and its
         dot-directories)."""

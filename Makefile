@@ -41,7 +41,7 @@ MOD_SRC  := mod_stowrs.c $(CORE_SRC)
 all: .libs/mod_stowrs.so
 
 stowrs_dicom.lo: stowrs_dicom.cc stowrs_dicom.h
-	$(LIBTOOL) --silent --mode=compile --tag=CXX $(CXX) $(OPT_FLAGS) $(WARN) $(SAN_FLAGS) \
+	$(LIBTOOL) --silent --mode=compile --tag=CC $(CXX) $(OPT_FLAGS) $(WARN) $(SAN_FLAGS) \
 	    -fPIC -std=c++17 -c stowrs_dicom.cc -o stowrs_dicom.lo
 
 .libs/mod_stowrs.so: $(MOD_SRC) $(CORE_HDR) stowrs_private.h stowrs_dicom.lo

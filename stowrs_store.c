@@ -88,9 +88,8 @@ stowrs_store_check_format(apr_pool_t *pool, const char *format)
         if (*p == '/') {
             apr_size_t len = (apr_size_t)(p - component);
 
-            if (len == 0 || (len == 1 && component[0] == '.')
-                || (len == 2 && component[0] == '.' && component[1] == '.')) {
-                return "empty, \".\" or \"..\" path component";
+            if (len == 0 || component[0] == '.') {
+                return "empty path component, or one that starts with \".\"";
             }
             component = p + 1;
         }
@@ -99,9 +98,10 @@ stowrs_store_check_format(apr_pool_t *pool, const char *format)
     {
         apr_size_t len = (apr_size_t)(p - component);
 
-        if (len == 0 || (len == 1 && component[0] == '.')
-            || (len == 2 && component[0] == '.' && component[1] == '.')) {
-            return "empty, \".\" or \"..\" path component";
+        /* A leading dot would also reach .stowrs-tmp or .stowrs-index,
+         * whose contents the module deletes and replaces. */
+        if (len == 0 || component[0] == '.') {
+            return "empty path component, or one that starts with \".\"";
         }
     }
     if (!has_sop) {
@@ -110,50 +110,62 @@ stowrs_store_check_format(apr_pool_t *pool, const char *format)
     return NULL;
 }
 
+/* @return the index of the token at @c p, or -1 */
+static int
+token_at(const char *p)
+{
+    int i;
+
+    for (i = 0; i < (int)(sizeof(format_tokens) / sizeof(format_tokens[0])); i++) {
+        if (strncmp(p, format_tokens[i], strlen(format_tokens[i])) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
 const char *
 stowrs_store_expand(apr_pool_t *pool, const char *format, const char *sop_class,
                     const char *study, const char *series, const char *sop)
 {
     const char *values[4];
-    apr_size_t cap = strlen(format) + 1;
+    apr_size_t len = 0;
     char *out, *o;
     const char *p;
-    apr_size_t i;
+    int pass, t;
 
     values[0] = study;
     values[1] = series;
     values[2] = sop;
     values[3] = sop_class;
-    for (i = 0; i < 4; i++) {
-        cap += strlen(values[i]) * 4;   /* each token may appear more than once */
-    }
-    out = o = apr_palloc(pool, cap);
-    for (p = format; *p; ) {
-        int matched = 0;
-
-        if (*p == '{') {
-            for (i = 0; i < 4; i++) {
-                apr_size_t n = strlen(format_tokens[i]);
-
-                if (strncmp(p, format_tokens[i], n) == 0) {
-                    apr_size_t vl = strlen(values[i]);
-
-                    if ((apr_size_t)(o - out) + vl + 1 > cap) {
-                        return NULL;
-                    }
-                    memcpy(o, values[i], vl);
-                    o += vl;
-                    p += n;
-                    matched = 1;
-                    break;
-                }
-            }
+    out = o = NULL;
+    /* First pass measures, second writes. */
+    for (pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            out = o = apr_palloc(pool, len + 1);
         }
-        if (!matched) {
-            if ((apr_size_t)(o - out) + 2 > cap) {
-                return NULL;
+        for (p = format; *p; ) {
+            if (*p == '{' && (t = token_at(p)) >= 0) {
+                apr_size_t vl = strlen(values[t]);
+
+                if (pass == 0) {
+                    len += vl;
+                }
+                else {
+                    memcpy(o, values[t], vl);
+                    o += vl;
+                }
+                p += strlen(format_tokens[t]);
             }
-            *o++ = *p++;
+            else {
+                if (pass == 0) {
+                    len++;
+                }
+                else {
+                    *o++ = *p;
+                }
+                p++;
+            }
         }
     }
     *o = '\0';
@@ -338,27 +350,53 @@ make_parents(apr_pool_t *pool, const char *archive, const char *rel, int sync)
     return APR_SUCCESS;
 }
 
+static const char *
+index_link(apr_pool_t *pool, const stowrs_store_conf_t *conf, const char *sop)
+{
+    return apr_pstrcat(pool, conf->archive, "/" STOWRS_STORE_INDEX_DIR "/", sop, NULL);
+}
+
+static apr_status_t
+sync_index(apr_pool_t *pool, const stowrs_store_conf_t *conf)
+{
+    return conf->sync
+        ? sync_dir(pool, apr_pstrcat(pool, conf->archive, "/" STOWRS_STORE_INDEX_DIR, NULL))
+        : APR_SUCCESS;
+}
+
+/* Point an existing index entry elsewhere, atomically (symlink + rename).
+ * The temporary name derives from the spool's, which is unique. */
+static apr_status_t
+index_replace(stowrs_spool_t *s, const char *link, const char *target)
+{
+    const char *tmp = apr_pstrcat(s->pool, link, ".", strrchr(s->path, '/') + 1, NULL);
+    apr_status_t rv;
+
+    unlink(tmp);
+    if (symlink(target, tmp) != 0 || rename(tmp, link) != 0) {
+        rv = APR_FROM_OS_ERROR(errno);
+        unlink(tmp);
+        return rv;
+    }
+    return sync_index(s->pool, s->conf);
+}
+
 /*
- * Claim the SOP Instance UID for study/series in the index.
+ * The index entry of an instance is a symlink .stowrs-index/{SOPInstanceUID}
+ * whose target reads "{study}/{series}/{relative path}". UIDs hold no '/',
+ * so the first two components are always the UIDs.
  * @return APR_SUCCESS with *existing NULL when newly claimed, or with
- *         *existing set to the "study/series" it already belongs to.
+ *         *existing set to the target of the entry that was there.
  */
 static apr_status_t
-index_claim(apr_pool_t *pool, const stowrs_store_conf_t *conf, const char *sop,
-            const char *study, const char *series, const char **existing)
+index_claim(stowrs_spool_t *s, const char *link, const char *target, const char **existing)
 {
-    const char *link = apr_pstrcat(pool, conf->archive, "/" STOWRS_STORE_INDEX_DIR "/",
-                                   sop, NULL);
-    const char *target = apr_pstrcat(pool, study, "/", series, NULL);
-    char got[2 * 64 + 2];
+    char got[4096];
     ssize_t n;
 
     *existing = NULL;
     if (symlink(target, link) == 0) {
-        return conf->sync
-            ? sync_dir(pool, apr_pstrcat(pool, conf->archive,
-                                         "/" STOWRS_STORE_INDEX_DIR, NULL))
-            : APR_SUCCESS;
+        return sync_index(s->pool, s->conf);
     }
     if (errno != EEXIST) {
         return APR_FROM_OS_ERROR(errno);
@@ -368,8 +406,24 @@ index_claim(apr_pool_t *pool, const stowrs_store_conf_t *conf, const char *sop,
         return APR_FROM_OS_ERROR(errno);
     }
     got[n] = '\0';
-    *existing = apr_pstrdup(pool, got);
+    *existing = apr_pstrdup(s->pool, got);
     return APR_SUCCESS;
+}
+
+/* Split an index target; @return 0 if it is not of our making. */
+static int
+index_parse(apr_pool_t *pool, const char *target, const char **study_series,
+            const char **rel)
+{
+    const char *first = strchr(target, '/');
+    const char *second = first ? strchr(first + 1, '/') : NULL;
+
+    if (!second || !second[1]) {
+        return 0;
+    }
+    *study_series = apr_pstrmemdup(pool, target, (apr_size_t)(second - target));
+    *rel = second + 1;
+    return 1;
 }
 
 apr_status_t
@@ -379,17 +433,14 @@ stowrs_store_publish(stowrs_spool_t *s, const char *sop_class, const char *study
 {
     const stowrs_store_conf_t *conf = s->conf;
     apr_pool_t *pool = s->pool;
-    const char *rel, *existing, *dir;
+    const char *rel, *existing, *link, *study_series, *target;
+    const char *old_full = NULL;        /* the copy already stored, if any */
     char *full;
     apr_finfo_t finfo;
     apr_status_t rv;
-    int duplicate = 0;
 
     *final_path = NULL;
     rel = stowrs_store_expand(pool, conf->path_format, sop_class, study, series, sop);
-    if (!rel) {
-        return APR_EINVAL;
-    }
     /* The UIDs passed the UID check and the layout was checked at
      * configuration time; SECUREROOT is the second lock on the door. */
     rv = apr_filepath_merge(&full, conf->archive, rel,
@@ -397,57 +448,46 @@ stowrs_store_publish(stowrs_spool_t *s, const char *sop_class, const char *study
     if (rv != APR_SUCCESS) {
         return rv;
     }
+    study_series = apr_pstrcat(pool, study, "/", series, NULL);
+    target = apr_pstrcat(pool, study_series, "/", rel, NULL);
+    link = index_link(pool, conf, sop);
 
-    rv = index_claim(pool, conf, sop, study, series, &existing);
-    if (rv != APR_SUCCESS) {
+    if ((rv = index_claim(s, link, target, &existing)) != APR_SUCCESS) {
         return rv;
     }
     if (existing) {
-        if (strcmp(existing, apr_pstrcat(pool, study, "/", series, NULL)) != 0) {
-            /* Another study or series owns it, unless its file is gone
-             * (a crash between claim and rename, or an admin's rm). */
-            const char *old_study = existing, *old_series = strchr(existing, '/');
-            const char *old_rel, *old_full;
+        const char *old_ss, *old_rel;
 
-            if (!old_series) {
+        if (index_parse(pool, existing, &old_ss, &old_rel)) {
+            const char *candidate = apr_pstrcat(pool, conf->archive, "/", old_rel, NULL);
+
+            if (apr_stat(&finfo, candidate, APR_FINFO_TYPE, pool) == APR_SUCCESS) {
+                old_full = candidate;
+            }
+            if (old_full && strcmp(old_ss, study_series) != 0) {
                 *result = STOWRS_PUBLISH_CONFLICT;
                 return APR_SUCCESS;
-            }
-            old_study = apr_pstrmemdup(pool, existing, (apr_size_t)(old_series - existing));
-            old_rel = stowrs_store_expand(pool, conf->path_format, sop_class,
-                                          old_study, old_series + 1, sop);
-            old_full = old_rel ? apr_pstrcat(pool, conf->archive, "/", old_rel, NULL) : NULL;
-            if (!old_full || apr_stat(&finfo, old_full, APR_FINFO_TYPE, pool) == APR_SUCCESS) {
-                *result = STOWRS_PUBLISH_CONFLICT;
-                return APR_SUCCESS;
-            }
-            /* Stale claim: take it over. */
-            {
-                const char *link = apr_pstrcat(pool, conf->archive,
-                                               "/" STOWRS_STORE_INDEX_DIR "/", sop, NULL);
-                const char *tmp = apr_pstrcat(pool, link, ".", apr_ltoa(pool, (long)getpid()),
-                                              NULL);
-
-                unlink(tmp);
-                if (symlink(apr_pstrcat(pool, study, "/", series, NULL), tmp) != 0
-                    || rename(tmp, link) != 0) {
-                    rv = APR_FROM_OS_ERROR(errno);
-                    unlink(tmp);
-                    return rv;
-                }
             }
         }
-        else if (apr_stat(&finfo, full, APR_FINFO_TYPE, pool) == APR_SUCCESS) {
-            duplicate = 1;
-            if (conf->overwrite == STOWRS_OVERWRITE_NEVER) {
-                *result = STOWRS_PUBLISH_KEPT;
-                *final_path = full;
-                return APR_SUCCESS;
-            }
-            if (conf->overwrite == STOWRS_OVERWRITE_REJECT) {
-                *result = STOWRS_PUBLISH_REJECTED;
-                return APR_SUCCESS;
-            }
+        /* Our entry from now on: the old one was stale (its file gone, a
+         * crash between claim and rename) or names another path. */
+        if (strcmp(existing, target) != 0
+            && (rv = index_replace(s, link, target)) != APR_SUCCESS) {
+            return rv;
+        }
+    }
+    if (!old_full && apr_stat(&finfo, full, APR_FINFO_TYPE, pool) == APR_SUCCESS) {
+        old_full = full;        /* stored before the index knew of it */
+    }
+    if (old_full) {
+        if (conf->overwrite == STOWRS_OVERWRITE_NEVER) {
+            *result = STOWRS_PUBLISH_KEPT;
+            *final_path = old_full;
+            return APR_SUCCESS;
+        }
+        if (conf->overwrite == STOWRS_OVERWRITE_REJECT) {
+            *result = STOWRS_PUBLISH_REJECTED;
+            return APR_SUCCESS;
         }
     }
 
@@ -465,12 +505,18 @@ stowrs_store_publish(stowrs_spool_t *s, const char *sop_class, const char *study
         s->file = NULL;
     }
     if (conf->sync) {
-        dir = apr_pstrmemdup(pool, full, (apr_size_t)(strrchr(full, '/') - full));
+        const char *dir = apr_pstrmemdup(pool, full, (apr_size_t)(strrchr(full, '/') - full));
+
         if ((rv = sync_dir(pool, dir)) != APR_SUCCESS) {
             return rv;
         }
     }
-    *result = duplicate ? STOWRS_PUBLISH_REPLACED : STOWRS_PUBLISH_STORED;
+    if (old_full && strcmp(old_full, full) != 0) {
+        /* Always, and the layout put the new copy elsewhere (another SOP
+         * class): one instance, one file. */
+        apr_file_remove(old_full, pool);
+    }
+    *result = old_full ? STOWRS_PUBLISH_REPLACED : STOWRS_PUBLISH_STORED;
     *final_path = full;
     return APR_SUCCESS;
 }

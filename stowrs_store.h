@@ -20,7 +20,8 @@ extern "C" {
 
 /** Name of the spool directory inside an archive. */
 #define STOWRS_STORE_SPOOL_DIR ".stowrs-tmp"
-/** Name of the SOP Instance UID index inside an archive. */
+/** Name of the SOP Instance UID index inside an archive: symlinks named
+ *  by SOP Instance UID whose target reads "{study}/{series}/{path}". */
 #define STOWRS_STORE_INDEX_DIR ".stowrs-index"
 /** Default layout below the archive. */
 #define STOWRS_STORE_DEFAULT_FORMAT "{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
@@ -51,7 +52,8 @@ typedef struct stowrs_spool_t stowrs_spool_t;
 /**
  * Check a layout: only the tokens {StudyInstanceUID}, {SeriesInstanceUID},
  * {SOPInstanceUID} and {SOPClassUID}, {SOPInstanceUID} present, relative,
- * no "." or ".." component, no empty component.
+ * no empty component and none that starts with "." (which keeps "..",
+ * the spool and the index out of reach).
  * @return NULL if usable, else a message allocated from @c pool
  */
 const char *stowrs_store_check_format(apr_pool_t *pool, const char *format);
@@ -92,8 +94,9 @@ apr_off_t stowrs_store_spool_size(const stowrs_spool_t *s);
 
 /**
  * Publish a closed spool under its UIDs (all passed stowrs_uid_valid),
- * applying the overwrite policy and the A77B rule; the spool file is gone
- * afterwards whatever the result.
+ * applying the overwrite policy and the A77B rule. A file already at the
+ * final path counts as a duplicate even if the index does not know it.
+ * When not published, the spool file goes with the part's pool.
  * @param s          the spool
  * @param sop_class  (0008,0016)
  * @param study      (0020,000D)

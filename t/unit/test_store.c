@@ -276,11 +276,14 @@ test_check_format(apr_pool_t *pool)
         "dicom/{StudyInstanceUID}/{SOPInstanceUID}",
         "x{StudyInstanceUID}-{SeriesInstanceUID}_{SOPInstanceUID}.dcm",
         "{SOPInstanceUID}/{SOPInstanceUID}.dcm",
-        "..{SOPInstanceUID}",
         "a.b/{SOPInstanceUID}",
     };
     static const char *const bad[] = {
         "",
+        /* a leading dot could reach the spool or index directory */
+        "..{SOPInstanceUID}",
+        ".stowrs-tmp/{SOPInstanceUID}.dcm",
+        ".stowrs-index/{SOPInstanceUID}",
         "/{SOPInstanceUID}.dcm",
         "/abs/{StudyInstanceUID}/{SOPInstanceUID}.dcm",
         "{StudyInstanceUID}/{SeriesInstanceUID}/{Foo}.dcm",
@@ -599,7 +602,7 @@ publish_new(apr_pool_t *pool, int sync)
     CHECK_INT(spool_entries(&f), 0);
     CHECK(file_equals(f.pool, want, data, 10000));
     CHECK_STR(readlink_str(f.pool, apath(&f, STOWRS_STORE_INDEX_DIR "/" SOP_1)),
-              STUDY_A "/" SERIES_A);
+              STUDY_A "/" SERIES_A "/" STUDY_A "/" SERIES_A "/" SOP_1 ".dcm");
     CHECK(lstat(apath(&f, STOWRS_STORE_INDEX_DIR "/" SOP_1), &st) == 0
           && S_ISLNK(st.st_mode));
     apr_pool_destroy(part);
@@ -669,7 +672,7 @@ publish_duplicates(apr_pool_t *pool, int sync)
         }
         CHECK_INT(count_entries(apath(&f, STUDY_A "/" SERIES_A)), 1);
         CHECK_STR(readlink_str(f.pool, apath(&f, STOWRS_STORE_INDEX_DIR "/" SOP_1)),
-                  STUDY_A "/" SERIES_A);
+                  STUDY_A "/" SERIES_A "/" STUDY_A "/" SERIES_A "/" SOP_1 ".dcm");
         CHECK_INT(spool_entries(&f), 0);
 
         /* And once more: the policy holds for the third copy too. */
@@ -728,7 +731,7 @@ publish_conflicts(apr_pool_t *pool, int sync)
         CHECK_INT(count_entries(f.archive), 3);
         CHECK_INT(count_entries(apath(&f, STUDY_A)), 1);
         CHECK_STR(readlink_str(f.pool, apath(&f, STOWRS_STORE_INDEX_DIR "/" SOP_1)),
-                  STUDY_A "/" SERIES_A);
+                  STUDY_A "/" SERIES_A "/" STUDY_A "/" SERIES_A "/" SOP_1 ".dcm");
         CHECK_INT(spool_entries(&f), 0);
 
         /* The owner may still store it under its own policy. */
@@ -824,7 +827,7 @@ publish_stale_index(apr_pool_t *pool, int sync)
     CHECK_STR(fp, new_target);
     CHECK(file_equals(f.pool, new_target, "new owner", 9));
     CHECK_STR(readlink_str(f.pool, apath(&f, STOWRS_STORE_INDEX_DIR "/" SOP_1)),
-              STUDY_B "/" SERIES_B);
+              STUDY_B "/" SERIES_B "/" STUDY_B "/" SERIES_B "/" SOP_1 ".dcm");
     CHECK_INT(count_entries(apath(&f, STOWRS_STORE_INDEX_DIR)), 1);
     CHECK(!exists(old_target));
 
@@ -877,7 +880,7 @@ publish_flat_layout(apr_pool_t *pool, int sync)
         CHECK_INT(result, STOWRS_PUBLISH_STORED);
         CHECK_STR(fp, target);
         CHECK_STR(readlink_str(f.pool, apath(&f, STOWRS_STORE_INDEX_DIR "/" SOP_1)),
-                  STUDY_A "/" SERIES_A);
+                  STUDY_A "/" SERIES_A "/" SOP_1 ".dcm");
         ino = inode_of(target);
 
         /* Another study: A77B whatever the policy, the file untouched. */

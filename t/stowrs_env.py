@@ -34,7 +34,8 @@ RUN_GROUP = os.environ.get("STOWRS_RUN_GROUP", "www-data")
 _LEVEL_RE = re.compile(r"^\[[^\]]*\] \[([\w.-]*):(\w+)\]")
 BAD_LEVELS = ("error", "warn", "crit", "alert", "emerg")
 # a child that died of a signal: AH00051/AH00052 "child pid N exit signal ..."
-_CRASH_RE = re.compile(r"AH0005[12]|exit signal|Segmentation fault|AddressSanitizer")
+_CRASH_RE = re.compile(r"AH0005[12]|exit signal|Segmentation fault|AddressSanitizer|"
+                       r"LeakSanitizer|runtime error: ")
 
 _libexecdir = None
 

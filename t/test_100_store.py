@@ -55,13 +55,9 @@ def assert_ok_single(h, r, data, u, fmt="xml"):
 # --------------------------------------------------------------- storing
 def test_100_01_single_instance_stored(httpd):
     data, u = dicomgen.ct_image()
-    mark = httpd.mark()
     r = stow(httpd.port, dicom_body([data]))
     assert_ok_single(httpd, r, data, u, "xml")
     assert len(u["sop"]) == 64
-    lines = httpd.wait_log("STOWRS0201", since=mark)
-    assert any(re.search(r"STOWRS0201: \[[^\]]*\] part 1: stored \(%d bytes\)" % len(data), l)
-               for l in lines), lines
 
 
 def test_100_02_index_symlink(httpd):
@@ -159,6 +155,60 @@ def test_100_10_expect_continue_valid(httpd):
     assert r.got_continue, "no 100 Continue for a valid request"
     assert r.body_sent
     assert_ok_single(httpd, r, data, u)
+
+
+@pytest.mark.parametrize("mpm,single", [("prefork", False), ("worker", False),
+                                        ("event", True)],
+                         ids=["prefork", "worker", "event-single-process"])
+def test_100_11_other_mpms(make_httpd, mpm, single):
+    h = make_httpd(mpm=mpm, single_process=single)
+    pids = h.serving_pids()
+    assert pids and (len(pids) == 1) == single, pids
+    insts = [dicomgen.ct_image() for _ in range(3)]
+    r = stow(h.port, dicom_body([d for d, _ in insts]), chunk_size=1000)
+    assert r.status == 200, r
+    for d, u in insts:
+        h.assert_stored(d, u)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_100_12_large_instance_streamed(httpd, chunked):
+    info, stream = dicomgen.big_instance_stream(48 * 1024 * 1024 + 2)
+    small, su = dicomgen.ct_image()
+    length, body = mime.multipart_stream([(None, stream, info.size), (None, small)])
+    r = stow(httpd.port, body, content_length=None if chunked else length,
+             chunk_size=(1 << 16) + 3 if chunked else None)
+    assert r.status == 200, r
+    assert info.done and info.bytes_yielded == info.size
+    path = httpd.instance_path(info.uids["study"], info.uids["series"], info.uids["sop"])
+    assert path.stat().st_size == info.size
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    assert h.hexdigest() == info.sha256
+    httpd.assert_stored(small, su)
+
+
+def test_100_13_log_lines_per_instance(httpd):
+    """CONTRACT.md: one INFO line per instance, tag STOWRS0201, saying
+    stored / duplicate kept / failed <HEX> (<reason>)."""
+    data, u = dicomgen.ct_image()
+    junk = b"not DICOM" * 50
+    mark = httpd.mark()
+    r = stow(httpd.port, dicom_body([data, junk]))
+    assert r.status == 202, r
+    r = stow(httpd.port, dicom_body([data]))
+    assert r.status == 200, r
+    lines = [l for l in httpd.wait_log("STOWRS0201", since=mark, count=3)
+             if "[stowrs:info]" in l]
+    pat = [r"STOWRS0201: \[%s\] part 1: stored \(%d bytes\)" % (LOCATION, len(data)),
+           r"STOWRS0201: \[%s\] part 2: failed C499 \([^)]+\): \S" % LOCATION,
+           r"STOWRS0201: \[%s\] part 1: duplicate kept\b" % LOCATION]
+    for p in pat:
+        assert any(re.search(p, l) for l in lines), "no line like %r in\n%s" % (
+            p, "\n".join(httpd.error_log_lines_since(mark)))
 
 
 # --------------------------------------------------------------- pre-checks

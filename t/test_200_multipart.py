@@ -316,6 +316,9 @@ def _tricky_pixels(n, tail):
                 b"\r\n\r\n--myboundary_", b"\n--myboundary\n", b"\r\n--MYBOUNDARY\r\n",
                 b"\r\n--myboundarymyboundary", b"\r\n-", b"\r\n--", b"\r"]
     buf = bytearray(os.urandom(n))
+    # random bytes must not turn a pattern into a real delimiter (a CR
+    # before "\n--myboundary\n" would make it an LF-only delimiter line)
+    buf = buf.replace(b"\r", b"R").replace(b"\n", b"N")
     pos = 100
     for p in patterns:
         buf[pos:pos + len(p)] = p

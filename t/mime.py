@@ -484,10 +484,20 @@ def _json_dataset(obj):
         vr = attr.get("vr")
         _check_attr(tag, vr, None)
         values = attr.get("Value", [])
+        assert isinstance(values, list), "%s: Value is not an array" % tag
+        if "Value" in attr:
+            assert values, "%s: empty Value array (omit Value instead)" % tag
         if vr == "SQ":
             out[tag] = [_json_dataset(i) for i in values]
+        elif vr in ("US", "UL", "SS", "SL", "FL", "FD"):
+            for v in values:  # PS3.18 F.2.3: numbers, not strings
+                assert isinstance(v, (int, float)) and not isinstance(v, bool), \
+                    "%s (%s) value %r is not a JSON number" % (tag, vr, v)
+            out[tag] = [str(v) for v in values]
         else:
-            out[tag] = [v if isinstance(v, str) else v for v in values]
+            for v in values:
+                assert isinstance(v, str), "%s (%s) value %r is not a string" % (tag, vr, v)
+            out[tag] = values
     return out
 
 

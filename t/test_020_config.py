@@ -87,6 +87,11 @@ def test_020_03_bad_value_in_location(cfg, line, directive):
     assert rc != 0, "apache2 -t accepted %r:\n%s" % (line, out)
     assert directive in out, "message does not name %s:\n%s" % (directive, out)
     assert "Syntax OK" not in out
+    value = line.split()[-1]
+    if "bogus-category" in line:
+        value = "bogus-category"
+    if value != directive and directive != "StowRSSync":
+        assert value in out, "message does not quote the bad value %r:\n%s" % (value, out)
 
 
 @pytest.mark.parametrize("line,directive", [

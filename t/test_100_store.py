@@ -222,6 +222,7 @@ def _precheck_cases():
     for path in (LOCATION + "/series", p + "/1.2/series", p + "/1.2/series/1.3",
                  LOCATION, LOCATION + "/studiesX", LOCATION + "/instances"):
         c.append(("404" + path.replace(LOCATION, "").replace("/", "_"), "POST", path, {}, 404))
+    c.append(("404-GET-series", "GET", LOCATION + "/series", {}, 404))
     # 405: not POST
     for m in ("GET", "PUT", "DELETE", "PATCH"):
         c.append(("405-" + m, m, p, {}, 405))
@@ -323,6 +324,17 @@ def test_100_30_warning_per_failure(httpd):
     assert a900["instance"] in (mu["sop"], mu["meta_sop"])
     httpd.assert_stored(good, gu)
     httpd.assert_not_stored(mu)
+
+
+def test_100_32_failures_in_json(httpd):
+    good, gu = dicomgen.ct_image()
+    r = stow(httpd.port, dicom_body([good, b"junk" * 100]), accept=JSON)
+    assert r.status == 202, r
+    res = parse_stow_response(r)   # FailureReason must be a JSON number
+    assert res["format"] == "json"
+    assert [f["reason"] for f in res["failed"]] == [0xC499]
+    assert [x["instance"] for x in res["referenced"]] == [gu["sop"]]
+    assert len(r.headers_all("Warning")) == 1
 
 
 def test_100_31_single_failure_409(httpd):

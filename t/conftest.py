@@ -58,8 +58,14 @@ def new_workdir():
 
 
 def _cleanup(server, failed=False):
+    """Stop; remove the server root, or after a failure keep its logs and
+    configuration (not the archive, which may be large) for a look."""
     server.stop()
-    if not KEEP and not failed:
+    if KEEP:
+        return
+    if failed:
+        shutil.rmtree(server.archive, ignore_errors=True)
+    else:
         shutil.rmtree(server.workdir, ignore_errors=True)
 
 

@@ -134,8 +134,7 @@ log_outcome(void *baton, const stowrs_outcome_t *o, const stowrs_part_info_t *in
         rq->stored++;
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, STOWRS_LOGNO(0202)
                       "[%s] part %u: %s (%" APR_OFF_T_FMT " bytes)", rq->where,
-                      info->part_no, o->duplicate ? "duplicate, kept or replaced" : "stored",
-                      info->bytes);
+                      info->part_no, info->action, info->bytes);
     }
     if (info->ts_param) {
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, STOWRS_LOGNO(0203)

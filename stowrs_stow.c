@@ -53,7 +53,8 @@ fresh_uid(apr_pool_t *pool)
 }
 
 static void
-record(stowrs_stow_t *s, stowrs_outcome_t *o, apr_off_t bytes, const char *final_path)
+record(stowrs_stow_t *s, stowrs_outcome_t *o, apr_off_t bytes, const char *final_path,
+       const char *action)
 {
     stowrs_part_info_t info;
 
@@ -63,6 +64,7 @@ record(stowrs_stow_t *s, stowrs_outcome_t *o, apr_off_t bytes, const char *final
         info.bytes = bytes;
         info.final_path = final_path;
         info.ts_param = s->ts_param;
+        info.action = o->failure_reason ? "failed" : action;
         s->fn(s->baton, o, &info);
     }
 }
@@ -131,7 +133,8 @@ drop_part(stowrs_stow_t *s)
 
 /* Inspect, check and publish a fully received part; fills @c o. */
 static void
-finish_instance(stowrs_stow_t *s, stowrs_outcome_t *o, const char **final_path)
+finish_instance(stowrs_stow_t *s, stowrs_outcome_t *o, const char **final_path,
+                const char **action)
 {
     stowrs_dicom_info_t info;
     stowrs_dicom_rc_e rc;
@@ -194,6 +197,8 @@ finish_instance(stowrs_stow_t *s, stowrs_outcome_t *o, const char **final_path)
         o->study_instance_uid = apr_pstrdup(s->pool, info.study_instance_uid);
         o->series_instance_uid = apr_pstrdup(s->pool, info.series_instance_uid);
         o->duplicate = (published != STOWRS_PUBLISH_STORED);
+        *action = published == STOWRS_PUBLISH_STORED ? "stored"
+                : published == STOWRS_PUBLISH_KEPT ? "duplicate kept" : "duplicate replaced";
         *final_path = *final_path ? apr_pstrdup(s->pool, *final_path) : NULL;
         break;
     case STOWRS_PUBLISH_REJECTED:
@@ -215,6 +220,7 @@ on_part_end(void *baton)
     stowrs_stow_t *s = baton;
     stowrs_outcome_t o;
     const char *final_path = NULL;
+    const char *action = "stored";
     apr_off_t bytes = s->spool ? stowrs_store_spool_size(s->spool) : 0;
 
     memset(&o, 0, sizeof(o));
@@ -226,9 +232,9 @@ on_part_end(void *baton)
         s->ts_param = NULL;
     }
     else {
-        finish_instance(s, &o, &final_path);
+        finish_instance(s, &o, &final_path, &action);
     }
-    record(s, &o, bytes, final_path);
+    record(s, &o, bytes, final_path, action);
     drop_part(s);
     return APR_SUCCESS;
 }

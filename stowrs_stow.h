@@ -30,6 +30,8 @@ typedef struct {
     unsigned int part_no;           /**< from 1 */
     apr_off_t bytes;                /**< part data length */
     const char *final_path;         /**< archive file when stored, else NULL */
+    const char *action;             /**< "stored", "duplicate kept", "duplicate
+                                         replaced" or "failed" */
     const char *ts_param;           /**< part's transfer-syntax parameter if it
                                          disagreed with (0002,0010), else NULL */
 } stowrs_part_info_t;

@@ -192,8 +192,9 @@ def test_100_12_large_instance_streamed(httpd, chunked):
 
 
 def test_100_13_log_lines_per_instance(httpd):
-    """CONTRACT.md: one INFO line per instance, tag STOWRS0201, saying
-    stored / duplicate kept / failed <HEX> (<reason>)."""
+    """CONTRACT.md: one INFO line per instance: STOWRS0202 for stored and
+    tolerated duplicates (saying which), STOWRS0201 for failures with the
+    hex FailureReason."""
     data, u = dicomgen.ct_image()
     junk = b"not DICOM" * 50
     mark = httpd.mark()
@@ -201,14 +202,17 @@ def test_100_13_log_lines_per_instance(httpd):
     assert r.status == 202, r
     r = stow(httpd.port, dicom_body([data]))
     assert r.status == 200, r
-    lines = [l for l in httpd.wait_log("STOWRS0201", since=mark, count=3)
-             if "[stowrs:info]" in l]
-    pat = [r"STOWRS0201: \[%s\] part 1: stored \(%d bytes\)" % (LOCATION, len(data)),
+    httpd.wait_log("STOWRS0202", since=mark, count=2)
+    lines = [l for l in httpd.error_log_lines_since(mark) if "[stowrs:info]" in l]
+    pat = [r"STOWRS0202: \[%s\] part 1: stored \(%d bytes\)" % (LOCATION, len(data)),
            r"STOWRS0201: \[%s\] part 2: failed C499 \([^)]+\): \S" % LOCATION,
-           r"STOWRS0201: \[%s\] part 1: duplicate kept\b" % LOCATION]
+           r"STOWRS0202: \[%s\] part 1: duplicate kept \(%d bytes\)" % (LOCATION, len(data))]
     for p in pat:
         assert any(re.search(p, l) for l in lines), "no line like %r in\n%s" % (
             p, "\n".join(httpd.error_log_lines_since(mark)))
+    # UIDs only at debug
+    for l in lines:
+        assert u["sop"] not in l and u["study"] not in l, l
 
 
 # --------------------------------------------------------------- pre-checks

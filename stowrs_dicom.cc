@@ -24,6 +24,10 @@
  *      too. Only for a deflated dataset, where dcmtk cannot skip values and
  *      would load them, parsing stops at Pixel Data, and the zlib stream is
  *      then inflated to its end (nothing kept) to find truncation.
+ *
+ * A transfer syntax dcmtk does not know is refused (STOWRS_DICOM_UNKNOWN_TS),
+ * except the few in encapsulated_unknown_to_dcmtk(): those are encoded like
+ * any encapsulated syntax dcmtk knows, and step 3 reads their dataset as one.
  */
 
 #include "dcmtk/config/osconfig.h"
@@ -266,6 +270,66 @@ bool is_nomem(const OFCondition &cond)
     return cond == EC_MemoryExhausted;
 }
 
+/**
+ * Transfer syntaxes in the default accepted lists (DESIGN.md §3.3) that
+ * dcmtk 3.6.7 (Debian 12) does not know: DcmXfer(uid).getXfer() gives
+ * EXS_Unknown, so dcmtk refuses to read the dataset. Each is Explicit VR
+ * Little Endian with encapsulated Pixel Data (PS3.5 §A.4), byte for byte like
+ * the encapsulated syntaxes dcmtk does know; only the codec inside the
+ * fragments differs, and inspection never decodes pixels. Consulted only for
+ * a syntax dcmtk does not know, so a newer dcmtk that knows them reads them
+ * the ordinary way.
+ */
+bool encapsulated_unknown_to_dcmtk(const char *uid)
+{
+    const char *const uids[] = {
+        "1.2.840.10008.1.2.4.100.1",    /* MPEG2 MP@ML, fragmentable */
+        "1.2.840.10008.1.2.4.101.1",    /* MPEG2 MP@HL, fragmentable */
+        "1.2.840.10008.1.2.4.102.1",    /* MPEG-4 AVC/H.264 HP@L4.1, fragmentable */
+        "1.2.840.10008.1.2.4.103.1",    /* ... BD-compatible HP@L4.1, fragmentable */
+        "1.2.840.10008.1.2.4.104.1",    /* ... HP@L4.2 for 2D video, fragmentable */
+        "1.2.840.10008.1.2.4.105.1",    /* ... HP@L4.2 for 3D video, fragmentable */
+        "1.2.840.10008.1.2.4.106.1",    /* ... Stereo HP@L4.2, fragmentable */
+        "1.2.840.10008.1.2.4.201",      /* HTJ2K Lossless */
+        "1.2.840.10008.1.2.4.202",      /* HTJ2K Lossless RPCL */
+        "1.2.840.10008.1.2.4.203"       /* HTJ2K */
+    };
+    for (size_t i = 0; i < sizeof(uids) / sizeof(uids[0]); i++) {
+        if (std::strcmp(uid, uids[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/**
+ * Step 3 for a syntax of encapsulated_unknown_to_dcmtk(): read the dataset
+ * alone, from the first byte after the meta header, as if its transfer
+ * syntax were @p as -- the same parse, strictness and maxReadLength as for a
+ * known syntax.
+ */
+OFCondition read_dataset_as(const char *path, Uint32 meta_end, E_TransferSyntax as,
+                            DcmDataset *ds)
+{
+    /* Opened at 0 and skipped forward, not opened at meta_end: a value
+     * longer than maxReadLength stays in the file, and dcmtk finds it again
+     * (getPartialValue) by reopening the file at the stream's tell(), which
+     * counts from where the stream was opened. */
+    DcmInputFileStream fs(path);
+    OFCondition cond = fs.status();
+    if (cond.bad()) {
+        return cond;
+    }
+    if (fs.skip(meta_end) != OFstatic_cast(offile_off_t, meta_end)) {
+        return EC_InvalidStream;          /* shorter than check_framing() saw */
+    }
+    ds->transferInit();
+    cond = ds->readUntilTag(fs, as, EGL_noChange, STOWRS_MAX_READ_LENGTH,
+                            DCM_UndefinedTagKey);
+    ds->transferEnd();
+    return cond;
+}
+
 stowrs_dicom_rc_e inspect(const char *path, stowrs_dicom_info_t *info,
                           char *errbuf, size_t errlen)
 {
@@ -311,37 +375,52 @@ stowrs_dicom_rc_e inspect(const char *path, stowrs_dicom_info_t *info,
         return STOWRS_DICOM_NOT_PART10;
     }
     const DcmXfer xfer(info->transfer_syntax_uid);
+    /* the dataset, in ff or, for an unknown encapsulated syntax, here */
+    DcmDataset unknown_ts_ds;
+    DcmDataset *ds = NULL;
     if (xfer.getXfer() == EXS_Unknown) {
-        set_err(errbuf, errlen, "transfer syntax unknown to dcmtk");
-        return STOWRS_DICOM_UNKNOWN_TS;
-    }
-    if (cond.bad()) {                     /* cannot happen: dcmtk knows the xfer */
-        set_cond(errbuf, errlen, "cannot read File Meta Information", cond);
-        return STOWRS_DICOM_NOT_PART10;
-    }
-
-    /* pass 2: meta header and dataset; values are skipped, not loaded */
-    const DcmTagKey stop = xfer.getStreamCompression() == ESC_none
-        ? DCM_UndefinedTagKey : DCM_PixelData;
-    cond = ff.loadFileUntilTag(path, EXS_Unknown, EGL_noChange, STOWRS_MAX_READ_LENGTH,
-                               ERM_fileOnly, stop);
-    if (cond.bad()) {
-        set_cond(errbuf, errlen, "cannot read dataset", cond);
-        return is_nomem(cond) ? STOWRS_DICOM_NOMEM : STOWRS_DICOM_NOT_PART10;
-    }
-    if (stop != DCM_UndefinedTagKey) {
-        bool complete = false;
-        cond = check_deflated_complete(path, meta_end, &complete);
+        if (!encapsulated_unknown_to_dcmtk(info->transfer_syntax_uid)) {
+            set_err(errbuf, errlen, "transfer syntax unknown to dcmtk");
+            return STOWRS_DICOM_UNKNOWN_TS;
+        }
+        /* pass 2: any encapsulated Explicit VR Little Endian syntax that
+         * dcmtk knows reads it the same; the reported UID stays the file's */
+        cond = read_dataset_as(path, meta_end, EXS_JPEGProcess14SV1, &unknown_ts_ds);
         if (cond.bad()) {
-            set_cond(errbuf, errlen, "cannot read deflated dataset", cond);
+            set_cond(errbuf, errlen, "cannot read dataset", cond);
             return is_nomem(cond) ? STOWRS_DICOM_NOMEM : STOWRS_DICOM_NOT_PART10;
         }
-        if (!complete) {
-            set_err(errbuf, errlen, "cannot read dataset: deflated stream truncated");
+        ds = &unknown_ts_ds;
+    }
+    else {
+        if (cond.bad()) {                 /* cannot happen: dcmtk knows the xfer */
+            set_cond(errbuf, errlen, "cannot read File Meta Information", cond);
             return STOWRS_DICOM_NOT_PART10;
         }
+
+        /* pass 2: meta header and dataset; values are skipped, not loaded */
+        const DcmTagKey stop = xfer.getStreamCompression() == ESC_none
+            ? DCM_UndefinedTagKey : DCM_PixelData;
+        cond = ff.loadFileUntilTag(path, EXS_Unknown, EGL_noChange, STOWRS_MAX_READ_LENGTH,
+                                   ERM_fileOnly, stop);
+        if (cond.bad()) {
+            set_cond(errbuf, errlen, "cannot read dataset", cond);
+            return is_nomem(cond) ? STOWRS_DICOM_NOMEM : STOWRS_DICOM_NOT_PART10;
+        }
+        if (stop != DCM_UndefinedTagKey) {
+            bool complete = false;
+            cond = check_deflated_complete(path, meta_end, &complete);
+            if (cond.bad()) {
+                set_cond(errbuf, errlen, "cannot read deflated dataset", cond);
+                return is_nomem(cond) ? STOWRS_DICOM_NOMEM : STOWRS_DICOM_NOT_PART10;
+            }
+            if (!complete) {
+                set_err(errbuf, errlen, "cannot read dataset: deflated stream truncated");
+                return STOWRS_DICOM_NOT_PART10;
+            }
+        }
+        ds = ff.getDataset();
     }
-    DcmDataset *ds = ff.getDataset();
     if (ds == NULL) {
         set_err(errbuf, errlen, "no dataset");
         return STOWRS_DICOM_NOT_PART10;

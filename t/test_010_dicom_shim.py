@@ -12,6 +12,7 @@ import zlib
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.sequence import Sequence
@@ -26,6 +27,15 @@ EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
+MPEG2_MPML_F = "1.2.840.10008.1.2.4.100.1"
+# encapsulated syntaxes of the default accepted lists that dcmtk 3.6.7 does
+# not know; the shim reads them as a known encapsulated syntax
+UNKNOWN_TO_DCMTK = (MPEG2_MPML_F, "1.2.840.10008.1.2.4.101.1",
+                    "1.2.840.10008.1.2.4.102.1", "1.2.840.10008.1.2.4.103.1",
+                    "1.2.840.10008.1.2.4.104.1", "1.2.840.10008.1.2.4.105.1",
+                    "1.2.840.10008.1.2.4.106.1", HTJ2K_LOSSLESS,
+                    "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
 
 FIELDS = ("rc", "err", "meta_sop_class_uid", "meta_sop_instance_uid",
           "transfer_syntax_uid", "sop_class_uid", "sop_instance_uid",
@@ -160,6 +170,19 @@ def part10(ds, ts=EXPLICIT, meta=None, enforce=True, **kw):
     """Preamble + DICM + meta header + dataset, as bytes."""
     meta = meta if meta is not None else meta_for(ds, ts, **kw)
     return b"\0" * 128 + b"DICM" + meta_bytes(meta, enforce) + dataset_bytes(ds, ts)
+
+
+def encapsulated(ds, ts, frames):
+    """ds with encapsulated Pixel Data (undefined length) as a PS3.10 file.
+
+    Not Dataset.save_as(): pydicom 2.3 refuses transfer syntaxes it does not
+    know (HTJ2K, the fragmentable MPEG ones); the dataset is written in
+    Explicit VR Little Endian, as they all are.
+    """
+    ds.PixelData = encapsulate(frames)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    return part10(ds, ts)
 
 
 def write(tmp_path, name, data):
@@ -553,6 +576,97 @@ def test_010_24_big_file_small_memory(cli, tmp_path):
     # the same header, but the file stops 200 MB short
     p.unlink()
     _big_file(p, size, 100 * 1024 * 1024)
+    r, rss_kb = _rss(cli, p, tmp_path)
+    assert r["rc"] == "NOT_PART10", r
+    assert r["meta_readable"] == 1
+    assert rss_kb < 40 * 1024, "peak RSS %d KiB" % rss_kb
+
+
+def test_010_25_encapsulated_syntaxes_unknown_to_dcmtk(cli, tmp_path):
+    # read as a known encapsulated syntax; the file's own UID is reported
+    for ts in UNKNOWN_TO_DCMTK:
+        sop_class = CT if ts.startswith("1.2.840.10008.1.2.4.20") else VIDEO_ENDOSCOPIC
+        ds = ct_dataset(pixels=False, sop_class=sop_class)
+        frame = b"\xff\x4f\xff\x51" + os.urandom(9000) + b"\xff\xd9"
+        data = encapsulated(ds, ts, [frame, frame[:5001]])
+        r = inspect1(cli, write(tmp_path, "enc.dcm", data))
+        assert r["rc"] == "OK", (ts, r)
+        assert r["err"] == "" and r["meta_readable"] == 1 and r["overlong"] == 0
+        assert r["transfer_syntax_uid"] == ts
+        assert r["meta_sop_class_uid"] == sop_class == r["sop_class_uid"]
+        assert r["meta_sop_instance_uid"] == ds.SOPInstanceUID == r["sop_instance_uid"]
+        assert r["study_instance_uid"] == ds.StudyInstanceUID
+        assert r["series_instance_uid"] == ds.SeriesInstanceUID
+
+
+@pytest.mark.parametrize("ts", [HTJ2K_LOSSLESS, MPEG2_MPML_F])
+def test_010_26_unknown_encapsulated_truncated(cli, tmp_path, ts):
+    ds = ct_dataset(rows=64, cols=64, pixels=False)
+    frame = os.urandom(8000)
+    data = encapsulated(ds, ts, [frame])
+    assert inspect1(cli, write(tmp_path, "whole.dcm", data))["rc"] == "OK"
+    start = meta_end(data)
+    pixel_header = data.rindex(b"\xe0\x7f\x10\x00OB")
+    study = data.index(ds.StudyInstanceUID.encode())
+    cuts = [start + 3, start + 9, study + 5, pixel_header + 6, pixel_header + 12 + 4,
+            pixel_header + 12 + 8 + 8 + 4000, len(data) - 8, len(data) - 4, len(data) - 1]
+    paths = [write(tmp_path, "cut%d.dcm" % n, data[:n]) for n in cuts]
+    for n, r in zip(cuts, run(cli, *paths)):
+        assert r["rc"] == "NOT_PART10", (n, r)
+        assert r["meta_readable"] == 1, (n, r)
+        assert r["meta_sop_instance_uid"] == ds.SOPInstanceUID, (n, r)
+        assert r["transfer_syntax_uid"] == ts, (n, r)
+        assert "cannot read dataset" in r["err"], (n, r)
+    # garbage after the sequence delimiter, an odd trailing byte
+    for name, bad in (("runaway.dcm", data + element_header((0x7FE1, 0x0010), "OB", 64)),
+                      ("oddtail.dcm", data + b"\x01")):
+        r = inspect1(cli, write(tmp_path, name, bad))
+        assert r["rc"] == "NOT_PART10", (name, r)
+
+
+def test_010_27_unknown_encapsulated_long_values(cli, tmp_path):
+    # a UID longer than the read limit is left in the file and read back from
+    # its offset there: the dataset does not start at offset 0
+    huge = "1." + "2" * 9998
+    ds = ct_dataset(study=huge, pixels=False)
+    data = encapsulated(ds, HTJ2K_LOSSLESS, [os.urandom(20000)])
+    r = inspect1(cli, write(tmp_path, "huge.dcm", data))
+    assert r["rc"] == "OK", r
+    assert r["study_instance_uid"] == huge[:64] and r["overlong"] == 1
+    assert r["sop_instance_uid"] == ds.SOPInstanceUID
+
+
+def test_010_28_other_unknown_syntaxes_stay_unknown(cli, tmp_path):
+    # only the listed UIDs, exactly: not a prefix, not a neighbour
+    for ts in (HTJ2K_LOSSLESS + ".1", "1.2.840.10008.1.2.4.204",
+               "1.2.840.10008.1.2.4.100.2", "1.2.840.10008.1.2.4.20"):
+        ds = ct_dataset(pixels=False)
+        data = encapsulated(ds, ts, [os.urandom(100)])
+        r = inspect1(cli, write(tmp_path, "unknown.dcm", data))
+        assert r["rc"] == "UNKNOWN_TS", (ts, r)
+        assert r["transfer_syntax_uid"] == ts
+        assert r["meta_readable"] == 1 and r["sop_instance_uid"] == ""
+
+
+@pytest.mark.skipif(not os.access("/usr/bin/time", os.X_OK), reason="needs /usr/bin/time")
+def test_010_29_unknown_encapsulated_big_fragment_small_memory(cli, tmp_path):
+    size = 300 * 1024 * 1024
+    ds = ct_dataset(rows=8192, cols=8192 * 2, pixels=False)
+    head = b"\0" * 128 + b"DICM" + meta_bytes(meta_for(ds, HTJ2K_LOSSLESS)) \
+        + dataset_bytes(ds) + element_header((0x7FE0, 0x0010), "OB", 0xFFFFFFFF) \
+        + struct.pack("<HHI", 0xFFFE, 0xE000, 0) + struct.pack("<HHI", 0xFFFE, 0xE000, size)
+    p = tmp_path / "bigenc.dcm"
+    with open(p, "wb") as f:
+        f.write(head)
+        f.seek(len(head) + size)
+        f.write(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+    r, rss_kb = _rss(cli, p, tmp_path)
+    assert r["rc"] == "OK", r
+    assert r["sop_instance_uid"] == ds.SOPInstanceUID
+    assert rss_kb < 40 * 1024, "peak RSS %d KiB" % rss_kb
+    # the fragment stops 200 MB short
+    with open(p, "r+b") as f:
+        f.truncate(len(head) + 100 * 1024 * 1024)
     r, rss_kb = _rss(cli, p, tmp_path)
     assert r["rc"] == "NOT_PART10", r
     assert r["meta_readable"] == 1

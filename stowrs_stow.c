@@ -148,6 +148,8 @@ finish_instance(stowrs_stow_t *s, stowrs_outcome_t *o, const char **final_path,
     if (rv != APR_SUCCESS) {
         o->failure_reason = stowrs_outcome_io_reason(rv);
         o->detail = apr_psprintf(s->pool, "writing spool file: %pm", &rv);
+        o->sop_class_uid = STOWRS_UNKNOWN_SOP_CLASS_UID;
+        o->sop_instance_uid = fresh_uid(s->pool);
         return;
     }
     errbuf[0] = '\0';
@@ -165,6 +167,13 @@ finish_instance(stowrs_stow_t *s, stowrs_outcome_t *o, const char **final_path,
                                   info.meta_sop_class_uid[0] ? info.meta_sop_class_uid
                                                              : STOWRS_UNKNOWN_SOP_CLASS_UID);
         o->sop_instance_uid = apr_pstrdup(s->pool, info.sop_instance_uid);
+    }
+    /* A hostile value must not reach a UI element of the response. */
+    if (!stowrs_uid_valid(o->sop_class_uid)) {
+        o->sop_class_uid = STOWRS_UNKNOWN_SOP_CLASS_UID;
+    }
+    if (!stowrs_uid_valid(o->sop_instance_uid)) {
+        o->sop_instance_uid = fresh_uid(s->pool);
     }
     if (s->ts_param && info.transfer_syntax_uid[0]
         && strcmp(s->ts_param, info.transfer_syntax_uid) != 0) {

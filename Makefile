@@ -14,7 +14,7 @@ ifeq ($(origin CXX),default)
 CXX      := g++
 endif
 PYTHON   ?= /usr/bin/python3
-LIBTOOL  := $(shell apr-1-config --apr-libtool)
+LIBTOOL  := $(shell apr-1-config --apr-libtool 2>/dev/null)
 
 WARN     := -Wall -Wextra -Werror
 XML_CFLAGS := $(shell pkg-config --cflags libxml-2.0 2>/dev/null)
@@ -95,7 +95,7 @@ clean:
 
 # --- set-up, run, test --------------------------------------------------------
 # Debian 12 packages the build, the tests and `make run` need.
-DEB_PACKAGES := make gcc g++ clang cppcheck apache2 apache2-dev dcmtk libdcmtk-dev \
+DEB_PACKAGES := make gcc g++ clang cppcheck pkg-config apache2 apache2-dev dcmtk libdcmtk-dev \
                 libxml2-dev libjansson-dev curl python3-pytest python3-pydicom \
                 python3-requests python3-lxml python3-numpy
 

@@ -10,6 +10,7 @@
 #define STOWRS_DICOM_H
 
 #include <stddef.h>
+#include "stowrs_meta.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -78,6 +79,58 @@ stowrs_sop_category_e stowrs_dicom_sop_category(const char *uid);
  * @return the UID (static storage), or NULL if the name is unknown
  */
 const char *stowrs_dicom_uid_by_name(const char *name);
+
+/** One bulk data part, spooled to a file. */
+typedef struct {
+    const char *path;               /**< the part's bytes */
+    unsigned long long length;
+    const char *media_type;         /**< lower-cased type/subtype, e.g. "image/jpeg" */
+    const char *transfer_syntax;    /**< its transfer-syntax parameter, or NULL */
+} stowrs_bulk_t;
+
+/**
+ * Look up the parts a BulkData URI names, in the order they arrived
+ * (several parts with one Content-Location are the frames of one value).
+ * @return the number of parts (0 if none), with *parts set
+ */
+typedef int (*stowrs_bulk_resolve_fn)(void *baton, const char *uri,
+                                      const stowrs_bulk_t *const **parts);
+
+typedef enum {
+    STOWRS_BUILD_OK = 0,
+    STOWRS_BUILD_BULK_MISSING,      /**< a BulkData URI names no part: A922 */
+    STOWRS_BUILD_IMAGE_ATTRS,       /**< uncompressed pixel data without the
+                                         attributes an image needs: A900 */
+    STOWRS_BUILD_MEDIA_TYPE,        /**< a bulk media type or transfer syntax we
+                                         cannot encapsulate: C122 */
+    STOWRS_BUILD_BAD_METADATA,      /**< values dcmtk refuses for their VR,
+                                         missing SOP Class/Instance UID: C000 */
+    STOWRS_BUILD_IO,                /**< reading a part or writing the file; see *os_error */
+    STOWRS_BUILD_NOMEM,
+    STOWRS_BUILD_INTERNAL
+} stowrs_build_rc_e;
+
+/**
+ * Build a PS3.10 file from metadata and bulk data (DESIGN.md §3.4): meta
+ * header from the dataset's SOP Class/Instance UIDs; Explicit VR Little
+ * Endian for native pixel data (application/octet-stream), or the transfer
+ * syntax of the pixel data's media type and transfer-syntax parameter
+ * (image/jpeg, image/jls, image/jp2, image/jpx, image/dicom-rle, video/mpeg,
+ * video/mp4, video/H265), encapsulated with a basic offset table and one
+ * fragment per bulk part (frame); application/pdf and text/xml bulk data
+ * become Encapsulated Document values. Large pixel data is copied from its
+ * part file in bounded memory.
+ * @param ds        the metadata
+ * @param resolve   finds bulk parts by URI
+ * @param baton     for @c resolve
+ * @param out_path  file to write (created or truncated)
+ * @param os_error  errno of an I/O failure, else 0
+ * @param errbuf    a reason when not OK (no attribute values)
+ */
+stowrs_build_rc_e stowrs_dicom_build(const stowrs_meta_ds_t *ds,
+                                     stowrs_bulk_resolve_fn resolve, void *baton,
+                                     const char *out_path, int *os_error,
+                                     char *errbuf, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -289,6 +289,24 @@ stowrs_store_spool_close(stowrs_spool_t *s)
     return rv;
 }
 
+apr_status_t
+stowrs_store_spool_flush(stowrs_spool_t *s)
+{
+    return spool_flush(s);
+}
+
+apr_status_t
+stowrs_store_spool_restat(stowrs_spool_t *s)
+{
+    apr_finfo_t fi;
+    apr_status_t rv = apr_file_info_get(&fi, APR_FINFO_SIZE, s->file);
+
+    if (rv == APR_SUCCESS) {
+        s->size = fi.size;
+    }
+    return rv;
+}
+
 const char *
 stowrs_store_spool_path(const stowrs_spool_t *s)
 {

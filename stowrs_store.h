@@ -86,6 +86,14 @@ apr_status_t stowrs_store_spool_write(stowrs_spool_t *s, const char *data, apr_s
 /** Flush the buffer and, when conf->sync, fsync the file. */
 apr_status_t stowrs_store_spool_close(stowrs_spool_t *s);
 
+/** Flush the buffer only: for parts that are read back, never published
+ *  (bulk data and metadata), whose durability does not matter. */
+apr_status_t stowrs_store_spool_flush(stowrs_spool_t *s);
+
+/** Take the size from the file itself, after someone else wrote it by
+ *  path (the DICOM builder). */
+apr_status_t stowrs_store_spool_restat(stowrs_spool_t *s);
+
 /** @return the spool file's path (for inspection) */
 const char *stowrs_store_spool_path(const stowrs_spool_t *s);
 

@@ -40,9 +40,9 @@ MOD_SRC  := mod_stowrs.c $(CORE_SRC)
 
 all: .libs/mod_stowrs.so
 
-stowrs_dicom.lo: stowrs_dicom.cc stowrs_dicom.h
+stowrs_dicom.lo: stowrs_dicom.cc stowrs_dicom.h stowrs_meta.h
 	$(LIBTOOL) --silent --mode=compile --tag=CC $(CXX) $(OPT_FLAGS) $(WARN) $(SAN_FLAGS) \
-	    -fPIC -std=c++17 -c stowrs_dicom.cc -o stowrs_dicom.lo
+	    -fPIC -std=c++17 $(APR_CFLAGS) -c stowrs_dicom.cc -o stowrs_dicom.lo
 
 .libs/mod_stowrs.so: $(MOD_SRC) $(CORE_HDR) stowrs_private.h stowrs_dicom.lo
 	$(APXS) -S CC=$(CC) -c -o mod_stowrs.la \
@@ -57,7 +57,8 @@ install: all
 
 # --- unit tests: the pure parts, compiled without httpd ---------------------
 UNIT_CFLAGS := $(OPT_FLAGS) $(WARN) $(SAN_FLAGS) -std=gnu99 $(APR_CFLAGS) $(XML_CFLAGS) -I.
-UNIT_BINS := t/unit/test_multipart t/unit/test_uid t/unit/test_response t/unit/test_store
+UNIT_BINS := t/unit/test_multipart t/unit/test_uid t/unit/test_response t/unit/test_store \
+             t/unit/test_build
 
 t/unit/test_multipart: t/unit/test_multipart.c stowrs_multipart.c stowrs_multipart.h t/unit/unit.h
 	$(CC) $(UNIT_CFLAGS) -o $@ t/unit/test_multipart.c stowrs_multipart.c $(APR_LIBS)
@@ -82,9 +83,15 @@ t/unit/test_response: $(TEST_RESPONSE_C) stowrs_response.h stowrs_outcome.h stow
 t/unit/test_store: t/unit/test_store.c stowrs_store.c stowrs_uid.c t/unit/unit.h
 	$(CC) $(UNIT_CFLAGS) -o $@ t/unit/test_store.c stowrs_store.c stowrs_uid.c $(APR_LIBS)
 
+# the builder of the dcmtk shim; also the CLI of t/test_015_build.py
+t/unit/test_build: t/unit/test_build.c stowrs_dicom.h stowrs_meta.h stowrs_dicom.lo t/unit/unit.h
+	$(CC) $(UNIT_CFLAGS) -c t/unit/test_build.c -o t/unit/test_build.o
+	$(CXX) $(OPT_FLAGS) $(SAN_FLAGS) -o $@ t/unit/test_build.o .libs/stowrs_dicom.o \
+	    $(DCMTK_LIBS) -ljansson
+
 # the dcmtk shim's test CLI, driven by t/test_010_dicom_shim.py
 t/unit/dicom_inspect: t/unit/dicom_inspect.c stowrs_dicom.h stowrs_dicom.lo
-	$(CC) $(OPT_FLAGS) $(WARN) $(SAN_FLAGS) -std=gnu99 -I. -c t/unit/dicom_inspect.c -o t/unit/dicom_inspect.o
+	$(CC) $(OPT_FLAGS) $(WARN) $(SAN_FLAGS) -std=gnu99 $(APR_CFLAGS) -I. -c t/unit/dicom_inspect.c -o t/unit/dicom_inspect.o
 	$(CXX) $(OPT_FLAGS) $(SAN_FLAGS) -o $@ t/unit/dicom_inspect.o .libs/stowrs_dicom.o $(DCMTK_LIBS)
 
 unit: $(UNIT_BINS)

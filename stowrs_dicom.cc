@@ -28,6 +28,17 @@
  * A transfer syntax dcmtk does not know is refused (STOWRS_DICOM_UNKNOWN_TS),
  * except the few in encapsulated_unknown_to_dcmtk(): those are encoded like
  * any encapsulated syntax dcmtk knows, and step 3 reads their dataset as one.
+ *
+ * Building a PS3.10 file from metadata and bulk data (stowrs_dicom_build):
+ * the metadata tree becomes a DcmDataset; dcmtk serialises our own File Meta
+ * Information (so that its Transfer Syntax UID may be one dcmtk 3.6.7 does
+ * not know) and the dataset, in Explicit VR Little Endian, through a small
+ * buffer into a file written with POSIX calls (errno, ENOSPC, reaches the
+ * caller). Top-level Pixel Data by BulkData URI is never loaded: its element
+ * -- native, or encapsulated with a Basic Offset Table and one fragment per
+ * part -- is appended by copying the part files in 1 MiB chunks, followed by
+ * any attributes after (7FE0,0010). Other bulk data values are read into
+ * memory.
  */
 
 #include "dcmtk/config/osconfig.h"
@@ -44,10 +55,26 @@
 #include "dcmtk/oflog/helpers/loglog.h"
 #include "dcmtk/oflog/oflog.h"
 
+#include "dcmtk/dcmdata/dcostrmb.h"
+#include "dcmtk/dcmdata/dcsequen.h"
+#include "dcmtk/dcmdata/dcvrat.h"
+#include "dcmtk/dcmdata/dcvrsv.h"
+#include "dcmtk/dcmdata/dcvruv.h"
+#include "dcmtk/dcmdata/dcwcache.h"
+
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
+#include <utility>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "stowrs_dicom.h"
 
@@ -578,5 +605,1170 @@ extern "C" const char *stowrs_dicom_uid_by_name(const char *name)
     }
     catch (...) {
         return NULL;
+    }
+}
+
+/* --- building a PS3.10 file from metadata and bulk data (DESIGN.md §3.4) --- */
+
+namespace {
+
+enum {
+    /** dcmtk serialises the dataset into a buffer of this size, then we write it */
+    STOWRS_BUILD_OUT_BUF = 64 * 1024,
+    /** bulk data parts are copied into the output in chunks of this size */
+    STOWRS_BUILD_COPY_BUF = 1024 * 1024,
+    /** guard against runaway recursion; the readers stop at STOWRS_META_MAX_DEPTH */
+    STOWRS_BUILD_MAX_DEPTH = 64
+};
+
+const Uint32 TAG_PIXEL_DATA = 0x7FE00010u;
+const Uint32 TAG_ENCAPSULATED_DOCUMENT = 0x00420011u;
+/** the largest even 32-bit value length; 0xFFFFFFFF means undefined */
+const unsigned long long MAX_VALUE_LEN = 0xFFFFFFFEull;
+
+const char *const TS_EXPLICIT_LE = "1.2.840.10008.1.2.1";
+
+/**
+ * What a compressed pixel data media type may carry (PS3.18 §8.7.3.5,
+ * Tables 8.7.3-2 to -4): the transfer syntax used when the part has no
+ * transfer-syntax parameter first, then the others it allows. Video types
+ * hold one stream, split into fragments at will (PS3.5 §A.4); image types
+ * hold one frame per part, one fragment per frame.
+ */
+struct media_type_t {
+    const char *media_type;
+    bool video;
+    const char *ts[13];
+};
+
+const media_type_t MEDIA_TYPES[] = {
+    { "image/jpeg", false, { "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
+                             "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", NULL } },
+    { "image/jls", false, { "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", NULL } },
+    { "image/jp2", false, { "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", NULL } },
+    { "image/jphc", false, { "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+                             "1.2.840.10008.1.2.4.203", NULL } },
+    { "image/jpx", false, { "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93", NULL } },
+    { "image/dicom-rle", false, { "1.2.840.10008.1.2.5", NULL } },
+    { "video/mpeg", true, { "1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101",
+                            "1.2.840.10008.1.2.4.100.1", "1.2.840.10008.1.2.4.101.1", NULL } },
+    { "video/mp4", true, { "1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.103",
+                           "1.2.840.10008.1.2.4.104", "1.2.840.10008.1.2.4.105",
+                           "1.2.840.10008.1.2.4.106", "1.2.840.10008.1.2.4.102.1",
+                           "1.2.840.10008.1.2.4.103.1", "1.2.840.10008.1.2.4.104.1",
+                           "1.2.840.10008.1.2.4.105.1", "1.2.840.10008.1.2.4.106.1", NULL } },
+    { "video/h265", true, { "1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108", NULL } }
+};
+
+/** Media types an Encapsulated Document (0042,0011) may come in (PS3.18 §8.7.3.5). */
+const char *const DOCUMENT_TYPES[] = {
+    "application/pdf", "text/xml", "application/xml", "model/stl", "model/x.stl-binary",
+    "model/obj", "model/mtl", "application/octet-stream"
+};
+
+/** The 34 VRs of PS3.5 Table 6.2-1; anything else is refused. */
+const char *const VALID_VRS[] = {
+    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD",
+    "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI",
+    "UL", "UN", "UR", "US", "UT", "UV"
+};
+
+bool ieq(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++) {
+        const char ca = (*a >= 'A' && *a <= 'Z') ? OFstatic_cast(char, *a - 'A' + 'a') : *a;
+        const char cb = (*b >= 'A' && *b <= 'Z') ? OFstatic_cast(char, *b - 'A' + 'a') : *b;
+        if (ca != cb) {
+            return false;
+        }
+    }
+    return *a == *b;
+}
+
+bool vr_is(const char *vr, const char *name)
+{
+    return vr[0] == name[0] && vr[1] == name[1];
+}
+
+bool valid_vr(const char *vr)
+{
+    for (size_t i = 0; i < sizeof(VALID_VRS) / sizeof(VALID_VRS[0]); i++) {
+        if (vr_is(vr, VALID_VRS[i]) && vr[2] == '\0') {
+            return true;
+        }
+    }
+    return false;
+}
+
+/** String VRs: the value is text, several values joined by a backslash. */
+bool is_string_vr(const char *vr)
+{
+    const char *const s[] = {
+        "AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
+        "UC", "UI", "UR", "UT"
+    };
+    for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
+        if (vr_is(vr, s[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/** Text VRs with a single value that may itself contain a backslash. */
+bool is_text_vr(const char *vr)
+{
+    return vr_is(vr, "LT") || vr_is(vr, "ST") || vr_is(vr, "UT") || vr_is(vr, "UR");
+}
+
+/** An error the builder gives up with: code, a message without values, errno. */
+struct build_error {
+    stowrs_build_rc_e rc;
+    const char *what;
+    int os_error;
+};
+
+void fail(stowrs_build_rc_e rc, const char *what, int os_error = 0)
+{
+    build_error e;
+    e.rc = rc;
+    e.what = what;
+    e.os_error = os_error;
+    throw e;
+}
+
+void check_cond(const OFCondition &cond, const char *what)
+{
+    if (cond.bad()) {
+        fail(cond == EC_MemoryExhausted ? STOWRS_BUILD_NOMEM : STOWRS_BUILD_BAD_METADATA, what);
+    }
+}
+
+/** trim blanks that XML text may carry around numbers */
+std::string trimmed(const char *s)
+{
+    std::string v(s ? s : "");
+    const size_t b = v.find_first_not_of(" \t\r\n");
+    if (b == std::string::npos) {
+        return std::string();
+    }
+    const size_t e = v.find_last_not_of(" \t\r\n");
+    return v.substr(b, e - b + 1);
+}
+
+/**
+ * A decimal integer within [lo, hi]. JSON writers sometimes give integers
+ * as reals ("512.0", "1e3"): accepted when the value is integral.
+ */
+bool parse_int(const char *text, long long lo, unsigned long long hi, long long *sval,
+               unsigned long long *uval)
+{
+    const std::string v = trimmed(text);
+    if (v.empty()) {
+        return false;
+    }
+    const char *s = v.c_str();
+    char *end = NULL;
+    errno = 0;
+    if (s[0] == '-') {
+        const long long x = std::strtoll(s, &end, 10);
+        if (errno == 0 && *end == '\0') {
+            if (x < lo) {
+                return false;
+            }
+            *sval = x;
+            *uval = OFstatic_cast(unsigned long long, x);
+            return true;
+        }
+    }
+    else {
+        const unsigned long long x = std::strtoull(s, &end, 10);
+        if (errno == 0 && *end == '\0') {
+            if (x > hi) {
+                return false;
+            }
+            *sval = OFstatic_cast(long long, x);
+            *uval = x;
+            return true;
+        }
+    }
+    errno = 0;
+    const double d = std::strtod(s, &end);
+    if (errno != 0 || *end != '\0' || !std::isfinite(d) || d != std::floor(d)
+        || d < OFstatic_cast(double, lo) || d > OFstatic_cast(double, hi)
+        || std::fabs(d) > 9007199254740992.0) {
+        return false;
+    }
+    *sval = OFstatic_cast(long long, d);
+    *uval = d < 0 ? OFstatic_cast(unsigned long long, *sval) : OFstatic_cast(unsigned long long, d);
+    return true;
+}
+
+bool parse_real(const char *text, double *out)
+{
+    const std::string v = trimmed(text);
+    if (v.empty()) {
+        return false;
+    }
+    char *end = NULL;
+    errno = 0;
+    *out = std::strtod(v.c_str(), &end);
+    return *end == '\0' && (errno == 0 || errno == ERANGE);
+}
+
+/**
+ * A DS value is at most 16 characters. JSON numbers come in the shortest
+ * form that round-trips a double, which can be longer: shorten those to the
+ * closest decimal that fits.
+ */
+std::string ds_value(const char *text)
+{
+    std::string v = trimmed(text);
+    double d = 0;
+    if (v.size() <= 16 || !parse_real(v.c_str(), &d) || !std::isfinite(d)) {
+        return v;
+    }
+    for (int prec = 16; prec > 0; prec--) {
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), "%.*g", prec, d);
+        if (std::strlen(buf) <= 16) {
+            return std::string(buf);
+        }
+    }
+    return v;
+}
+
+/** "GGGGEEEE" */
+bool parse_at(const char *text, Uint16 *g, Uint16 *e)
+{
+    const std::string v = trimmed(text);
+    if (v.size() != 8) {
+        return false;
+    }
+    unsigned long x = 0;
+    for (size_t i = 0; i < 8; i++) {
+        const char c = v[i];
+        int d;
+        if (c >= '0' && c <= '9') {
+            d = c - '0';
+        }
+        else if (c >= 'a' && c <= 'f') {
+            d = c - 'a' + 10;
+        }
+        else if (c >= 'A' && c <= 'F') {
+            d = c - 'A' + 10;
+        }
+        else {
+            return false;
+        }
+        x = (x << 4) | OFstatic_cast(unsigned long, d);
+    }
+    *g = OFstatic_cast(Uint16, x >> 16);
+    *e = OFstatic_cast(Uint16, x & 0xFFFF);
+    return true;
+}
+
+Uint16 rd16(const unsigned char *p)
+{
+    return OFstatic_cast(Uint16, p[0] | p[1] << 8);
+}
+
+Uint64 rd64(const unsigned char *p)
+{
+    return OFstatic_cast(Uint64, le32(p)) | OFstatic_cast(Uint64, le32(p + 4)) << 32;
+}
+
+void put_le32(unsigned char *p, Uint32 v)
+{
+    p[0] = OFstatic_cast(unsigned char, v);
+    p[1] = OFstatic_cast(unsigned char, v >> 8);
+    p[2] = OFstatic_cast(unsigned char, v >> 16);
+    p[3] = OFstatic_cast(unsigned char, v >> 24);
+}
+
+/** Read a whole (small) bulk data file; for values other than Pixel Data. */
+void read_file(const char *path, std::vector<unsigned char> *out)
+{
+    const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fail(STOWRS_BUILD_IO, "cannot open bulk data part", errno);
+    }
+    unsigned char buf[64 * 1024];
+    for (;;) {
+        const ssize_t n = ::read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            const int err = errno;
+            ::close(fd);
+            fail(STOWRS_BUILD_IO, "cannot read bulk data part", err);
+        }
+        if (n == 0) {
+            break;
+        }
+        out->insert(out->end(), buf, buf + n);
+    }
+    ::close(fd);
+}
+
+/** The output file, written with plain POSIX so that errno (ENOSPC) reaches the caller. */
+class out_file_t {
+public:
+    explicit out_file_t(const char *path) : fd_(-1), path_(path) {}
+    ~out_file_t()
+    {
+        if (fd_ >= 0) {
+            ::close(fd_);
+        }
+    }
+    void open()
+    {
+        fd_ = ::open(path_, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+        if (fd_ < 0) {
+            fail(STOWRS_BUILD_IO, "cannot create output file", errno);
+        }
+    }
+    void write(const void *data, size_t len)
+    {
+        const char *p = OFstatic_cast(const char *, data);
+        while (len > 0) {
+            const ssize_t n = ::write(fd_, p, len);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                fail(STOWRS_BUILD_IO, "cannot write output file", n < 0 ? errno : EIO);
+            }
+            p += n;
+            len -= OFstatic_cast(size_t, n);
+        }
+    }
+    void close()
+    {
+        const int fd = fd_;
+        fd_ = -1;
+        if (::close(fd) != 0) {
+            fail(STOWRS_BUILD_IO, "cannot close output file", errno);
+        }
+    }
+    /**
+     * Append @p len bytes of a part, from @p offset on, through @p buf.
+     */
+    void copy_from(const char *path, unsigned long long offset, unsigned long long len,
+                   std::vector<char> *buf)
+    {
+        const int in = ::open(path, O_RDONLY | O_CLOEXEC);
+        if (in < 0) {
+            fail(STOWRS_BUILD_IO, "cannot open bulk data part", errno);
+        }
+        if (offset > 0 && ::lseek(in, OFstatic_cast(off_t, offset), SEEK_SET) < 0) {
+            const int err = errno;
+            ::close(in);
+            fail(STOWRS_BUILD_IO, "cannot read bulk data part", err);
+        }
+        unsigned long long left = len;
+        while (left > 0) {
+            const size_t want = left < buf->size() ? OFstatic_cast(size_t, left) : buf->size();
+            const ssize_t n = ::read(in, buf->data(), want);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                const int err = n < 0 ? errno : EIO;  /* 0: the part shrank */
+                ::close(in);
+                fail(STOWRS_BUILD_IO, "cannot read bulk data part", err);
+            }
+            try {
+                write(buf->data(), OFstatic_cast(size_t, n));
+            }
+            catch (...) {
+                ::close(in);
+                throw;
+            }
+            left -= OFstatic_cast(unsigned long long, n);
+        }
+        ::close(in);
+    }
+    /**
+     * Serialise a meta header or dataset with dcmtk into a bounded buffer
+     * and write it out, as dcmnet's DIMSE sender does (sendDcmDataset).
+     */
+    void write_object(DcmObject *obj, bool meta)
+    {
+        std::vector<char> buf(STOWRS_BUILD_OUT_BUF);
+        DcmOutputBufferStream out(buf.data(), OFstatic_cast(offile_off_t, buf.size()));
+        DcmWriteCache wcache;
+        bool written = false;
+        bool last = false;
+        int idle = 0;
+        obj->transferInit();
+        while (!last) {
+            if (!written) {
+                OFCondition cond;
+                if (meta) {
+                    cond = obj->write(out, EXS_LittleEndianExplicit, EET_ExplicitLength, &wcache);
+                }
+                else {
+                    cond = OFstatic_cast(DcmDataset *, obj)->write(
+                        out, EXS_LittleEndianExplicit, EET_ExplicitLength, &wcache,
+                        EGL_withoutGL, EPD_noChange);
+                }
+                if (cond.good()) {
+                    written = true;
+                }
+                else if (cond != EC_StreamNotifyClient) {
+                    obj->transferEnd();
+                    fail(cond == EC_MemoryExhausted ? STOWRS_BUILD_NOMEM : STOWRS_BUILD_BAD_METADATA,
+                         "dcmtk cannot encode the dataset");
+                }
+            }
+            if (written) {
+                out.flush();
+            }
+            void *data = NULL;
+            offile_off_t len = 0;
+            out.flushBuffer(data, len);
+            last = written && out.isFlushed();
+            if (len > 0) {
+                idle = 0;
+                write(data, OFstatic_cast(size_t, len));
+            }
+            else if (!last && ++idle > 4) {
+                obj->transferEnd();
+                fail(STOWRS_BUILD_INTERNAL, "dcmtk makes no progress encoding the dataset");
+            }
+        }
+        obj->transferEnd();
+    }
+
+private:
+    int fd_;
+    const char *path_;
+    out_file_t(const out_file_t &);
+    out_file_t &operator=(const out_file_t &);
+};
+
+class builder_t {
+public:
+    builder_t(stowrs_bulk_resolve_fn resolve, void *baton)
+        : resolve_(resolve), baton_(baton), pixel_(NULL) {}
+
+    void build(const stowrs_meta_ds_t *ds, const char *out_path);
+
+private:
+    stowrs_bulk_resolve_fn resolve_;
+    void *baton_;
+    const stowrs_meta_elem_t *pixel_;     /* top-level Pixel Data by BulkData URI */
+    /** Encapsulated Documents whose dataset may lack a MIME type: set once
+     *  the whole dataset is filled ((0042,0012) comes after (0042,0011)) */
+    std::vector<std::pair<DcmItem *, std::string> > mime_;
+
+    int resolve(const char *uri, const stowrs_bulk_t *const **parts);
+    void fill(DcmItem *item, const stowrs_meta_ds_t *ds, int depth, DcmItem *trailer);
+    void add(DcmItem *item, const stowrs_meta_elem_t *el, int depth);
+    void put_values(DcmElement *elem, const stowrs_meta_elem_t *el);
+    void put_binary(DcmElement *elem, const char *vr, const unsigned char *data, size_t len);
+    void put_bulk(DcmItem *item, DcmElement *elem, const stowrs_meta_elem_t *el);
+    void ensure_creator(DcmItem *item, const stowrs_meta_elem_t *el);
+    const char *pixel_ts(const stowrs_bulk_t *const *parts, int n, const media_type_t **mt);
+    void check_image(DcmDataset *ds);
+    void write_pixels(out_file_t *out, DcmDataset *ds, const stowrs_bulk_t *const *parts,
+                      int n, const media_type_t *mt);
+};
+
+int builder_t::resolve(const char *uri, const stowrs_bulk_t *const **parts)
+{
+    *parts = NULL;
+    const int n = resolve_ ? resolve_(baton_, uri, parts) : 0;
+    if (n <= 0 || *parts == NULL) {
+        fail(STOWRS_BUILD_BULK_MISSING, "a BulkData URI names no bulk data part");
+    }
+    for (int i = 0; i < n; i++) {
+        if ((*parts)[i] == NULL || (*parts)[i]->path == NULL) {
+            fail(STOWRS_BUILD_INTERNAL, "bulk data part without a file");
+        }
+    }
+    return n;
+}
+
+/**
+ * Fill @p item from @p ds. At the top level (@p trailer not NULL) Pixel Data
+ * by BulkData URI is left out (write_pixels() appends it) and the attributes
+ * after it go to @p trailer, written after Pixel Data.
+ */
+void builder_t::fill(DcmItem *item, const stowrs_meta_ds_t *ds, int depth, DcmItem *trailer)
+{
+    if (depth > STOWRS_BUILD_MAX_DEPTH) {
+        fail(STOWRS_BUILD_BAD_METADATA, "sequences nested too deeply");
+    }
+    if (ds == NULL) {
+        return;
+    }
+    for (int i = 0; i < ds->nelems; i++) {
+        const stowrs_meta_elem_t *el = &ds->elems[i];
+        const Uint16 group = OFstatic_cast(Uint16, el->tag >> 16);
+        const Uint16 elem = OFstatic_cast(Uint16, el->tag & 0xFFFF);
+        if (group == 0x0002 || elem == 0x0000) {
+            /* our own File Meta Information; group lengths are retired
+             * (and would be wrong once Pixel Data is appended) */
+            continue;
+        }
+        if (group == 0xFFFE || group == 0x0000) {
+            fail(STOWRS_BUILD_BAD_METADATA, "item, delimiter or command tag in the metadata");
+        }
+        if (trailer != NULL && el->tag == TAG_PIXEL_DATA && el->bulk_uri != NULL) {
+            pixel_ = el;
+            continue;
+        }
+        if (trailer != NULL && pixel_ != NULL && el->tag > TAG_PIXEL_DATA) {
+            add(trailer, el, depth);
+        }
+        else {
+            add(item, el, depth);
+        }
+    }
+}
+
+/**
+ * A private data element named with its creator (XML privateCreator): the
+ * creator element of its block must exist, with that value.
+ */
+void builder_t::ensure_creator(DcmItem *item, const stowrs_meta_elem_t *el)
+{
+    const Uint16 group = OFstatic_cast(Uint16, el->tag >> 16);
+    const Uint16 block = OFstatic_cast(Uint16, (el->tag >> 8) & 0xFF);
+    const DcmTagKey key(group, block);
+    OFString have;
+    if (item->findAndGetOFStringArray(key, have, OFFalse).good()) {
+        while (!have.empty() && have[have.size() - 1] == ' ') {
+            have.erase(have.size() - 1);
+        }
+        std::string want = trimmed(el->private_creator);
+        if (have != OFString(want.c_str())) {
+            fail(STOWRS_BUILD_BAD_METADATA, "private attribute's creator differs from its block's");
+        }
+        return;
+    }
+    check_cond(item->putAndInsertString(DcmTag(key, DcmVR(EVR_LO)), el->private_creator),
+               "cannot insert private creator");
+}
+
+void builder_t::add(DcmItem *item, const stowrs_meta_elem_t *el, int depth)
+{
+    if (!valid_vr(el->vr)) {
+        fail(STOWRS_BUILD_BAD_METADATA, "unknown VR");
+    }
+    const Uint16 group = OFstatic_cast(Uint16, el->tag >> 16);
+    const Uint16 elem = OFstatic_cast(Uint16, el->tag & 0xFFFF);
+    DcmTag tag(group, elem, DcmVR(el->vr));
+    const bool private_data = (group & 1) != 0 && elem >= 0x1000;
+    if (private_data && el->private_creator != NULL && el->private_creator[0] != '\0') {
+        ensure_creator(item, el);
+        tag.setPrivateCreator(el->private_creator);
+    }
+    if (vr_is(el->vr, "SQ")) {
+        if (el->nvalues > 0 || el->bulk_uri != NULL || el->has_inline) {
+            fail(STOWRS_BUILD_BAD_METADATA, "sequence with values");
+        }
+        DcmSequenceOfItems *sq = new DcmSequenceOfItems(tag);
+        OFCondition cond = item->insert(sq, OFTrue);
+        if (cond.bad()) {
+            delete sq;
+            check_cond(cond, "cannot insert sequence");
+        }
+        for (int i = 0; i < el->nitems; i++) {
+            DcmItem *it = new DcmItem();
+            cond = sq->append(it);
+            if (cond.bad()) {
+                delete it;
+                check_cond(cond, "cannot insert item");
+            }
+            fill(it, el->items[i], depth + 1, NULL);
+        }
+        return;
+    }
+    if (el->nitems > 0) {
+        fail(STOWRS_BUILD_BAD_METADATA, "items in an attribute that is no sequence");
+    }
+    DcmElement *e = NULL;
+    check_cond(DcmItem::newDicomElementWithVR(e, tag), "cannot create element");
+    if (e == NULL) {
+        fail(STOWRS_BUILD_INTERNAL, "cannot create element");
+    }
+    OFCondition cond = item->insert(e, OFTrue);
+    if (cond.bad()) {
+        delete e;
+        check_cond(cond, "cannot insert element");
+    }
+    /* from here on item owns e */
+    if (el->bulk_uri != NULL) {
+        put_bulk(item, e, el);
+    }
+    else if (el->has_inline) {
+        put_binary(e, el->vr, el->inline_data, el->inline_len);
+    }
+    else {
+        put_values(e, el);
+    }
+}
+
+/** Values given as text (DICOM JSON "Value", XML <Value>/<PersonName>). */
+void builder_t::put_values(DcmElement *elem, const stowrs_meta_elem_t *el)
+{
+    const char *vr = el->vr;
+    const int n = el->nvalues;
+    if (n <= 0) {
+        return;                            /* empty value */
+    }
+    if (is_string_vr(vr)) {
+        std::string joined;
+        if (is_text_vr(vr) && n > 1) {
+            fail(STOWRS_BUILD_BAD_METADATA, "several values for a single-valued text VR");
+        }
+        for (int i = 0; i < n; i++) {
+            if (i > 0) {
+                joined += '\\';
+            }
+            const char *v = el->values[i];
+            if (v == NULL) {
+                continue;
+            }
+            if (vr_is(vr, "DS")) {
+                joined += ds_value(v);
+            }
+            else if (vr_is(vr, "IS")) {
+                joined += trimmed(v);
+            }
+            else {
+                joined += v;
+            }
+        }
+        check_cond(elem->putString(joined.c_str(), OFstatic_cast(Uint32, joined.size())),
+                   "value refused for its VR");
+        return;
+    }
+    if (vr_is(vr, "AT")) {
+        for (int i = 0; i < n; i++) {
+            Uint16 g = 0, e = 0;
+            if (el->values[i] == NULL || !parse_at(el->values[i], &g, &e)) {
+                fail(STOWRS_BUILD_BAD_METADATA, "AT value is not GGGGEEEE");
+            }
+            check_cond(elem->putTagVal(DcmTagKey(g, e), OFstatic_cast(unsigned long, i)),
+                       "value refused for its VR");
+        }
+        return;
+    }
+    /* binary numbers: each given as decimal text; encode little endian and
+     * let put_binary() hand them to dcmtk like InlineBinary */
+    std::vector<unsigned char> bytes;
+    for (int i = 0; i < n; i++) {
+        const char *v = el->values[i];
+        long long s = 0;
+        unsigned long long u = 0;
+        double d = 0;
+        size_t size = 0;
+        bool ok = v != NULL;
+        if (!ok) {
+            /* an empty value among numbers cannot be encoded */
+        }
+        else if (vr_is(vr, "US")) {
+            ok = parse_int(v, 0, 0xFFFFull, &s, &u);
+            size = 2;
+        }
+        else if (vr_is(vr, "SS")) {
+            ok = parse_int(v, -32768, 32767, &s, &u);
+            size = 2;
+        }
+        else if (vr_is(vr, "UL")) {
+            ok = parse_int(v, 0, 0xFFFFFFFFull, &s, &u);
+            size = 4;
+        }
+        else if (vr_is(vr, "SL")) {
+            ok = parse_int(v, -2147483647LL - 1, 2147483647ull, &s, &u);
+            size = 4;
+        }
+        else if (vr_is(vr, "SV")) {
+            ok = parse_int(v, -9223372036854775807LL - 1, 9223372036854775807ull, &s, &u);
+            size = 8;
+        }
+        else if (vr_is(vr, "UV")) {
+            ok = parse_int(v, 0, 0xFFFFFFFFFFFFFFFFull, &s, &u);
+            size = 8;
+        }
+        else if (vr_is(vr, "FL") || vr_is(vr, "OF")) {
+            ok = parse_real(v, &d);
+            if (ok) {
+                const float f = OFstatic_cast(float, d);
+                Uint32 x;
+                std::memcpy(&x, &f, 4);
+                u = x;
+            }
+            size = 4;
+        }
+        else if (vr_is(vr, "FD") || vr_is(vr, "OD")) {
+            ok = parse_real(v, &d);
+            if (ok) {
+                Uint64 x;
+                std::memcpy(&x, &d, 8);
+                u = x;
+            }
+            size = 8;
+        }
+        else {
+            /* OB, OW, OL, OV, UN are given as InlineBinary or BulkData */
+            fail(STOWRS_BUILD_BAD_METADATA, "values for a VR that takes binary data");
+        }
+        if (!ok) {
+            fail(STOWRS_BUILD_BAD_METADATA, "value is not a number for its VR");
+        }
+        for (size_t b = 0; b < size; b++) {
+            bytes.push_back(OFstatic_cast(unsigned char, (u >> (8 * b)) & 0xFF));
+        }
+    }
+    put_binary(elem, vr, bytes.data(), bytes.size());
+}
+
+/**
+ * Set a binary value given as little-endian bytes (InlineBinary, BulkData):
+ * written in Explicit VR Little Endian, the value's bytes equal @p data.
+ */
+void builder_t::put_binary(DcmElement *elem, const char *vr, const unsigned char *data,
+                           size_t len)
+{
+    OFCondition cond = EC_Normal;
+    if (len > MAX_VALUE_LEN) {
+        fail(STOWRS_BUILD_BAD_METADATA, "value too long");
+    }
+    if (vr_is(vr, "OB") || vr_is(vr, "UN")) {
+        cond = elem->putUint8Array(data, OFstatic_cast(unsigned long, len));
+    }
+    else if (vr_is(vr, "OW") || vr_is(vr, "US") || vr_is(vr, "SS") || vr_is(vr, "AT")) {
+        if (len % 2 != 0 || (vr_is(vr, "AT") && len % 4 != 0)) {
+            fail(STOWRS_BUILD_BAD_METADATA, "binary value length not a multiple of its VR's size");
+        }
+        std::vector<Uint16> w(len / 2);
+        for (size_t i = 0; i < w.size(); i++) {
+            w[i] = rd16(data + 2 * i);
+        }
+        if (vr_is(vr, "SS")) {
+            std::vector<Sint16> s(w.size());
+            for (size_t i = 0; i < w.size(); i++) {
+                std::memcpy(&s[i], &w[i], 2);
+            }
+            cond = elem->putSint16Array(s.data(), OFstatic_cast(unsigned long, s.size()));
+        }
+        else {
+            cond = elem->putUint16Array(w.data(), OFstatic_cast(unsigned long, w.size()));
+        }
+    }
+    else if (vr_is(vr, "OL") || vr_is(vr, "UL") || vr_is(vr, "SL") || vr_is(vr, "OF")
+             || vr_is(vr, "FL")) {
+        if (len % 4 != 0) {
+            fail(STOWRS_BUILD_BAD_METADATA, "binary value length not a multiple of its VR's size");
+        }
+        std::vector<Uint32> w(len / 4);
+        for (size_t i = 0; i < w.size(); i++) {
+            w[i] = le32(data + 4 * i);
+        }
+        const unsigned long n = OFstatic_cast(unsigned long, w.size());
+        if (vr_is(vr, "SL")) {
+            std::vector<Sint32> s(w.size());
+            for (size_t i = 0; i < w.size(); i++) {
+                std::memcpy(&s[i], &w[i], 4);
+            }
+            cond = elem->putSint32Array(s.data(), n);
+        }
+        else if (vr_is(vr, "OF") || vr_is(vr, "FL")) {
+            std::vector<Float32> f(w.size());
+            for (size_t i = 0; i < w.size(); i++) {
+                std::memcpy(&f[i], &w[i], 4);
+            }
+            cond = elem->putFloat32Array(f.data(), n);
+        }
+        else {
+            cond = elem->putUint32Array(w.data(), n);
+        }
+    }
+    else if (vr_is(vr, "OD") || vr_is(vr, "FD") || vr_is(vr, "OV") || vr_is(vr, "UV")
+             || vr_is(vr, "SV")) {
+        if (len % 8 != 0) {
+            fail(STOWRS_BUILD_BAD_METADATA, "binary value length not a multiple of its VR's size");
+        }
+        std::vector<Uint64> w(len / 8);
+        for (size_t i = 0; i < w.size(); i++) {
+            w[i] = rd64(data + 8 * i);
+        }
+        const unsigned long n = OFstatic_cast(unsigned long, w.size());
+        if (vr_is(vr, "OD") || vr_is(vr, "FD")) {
+            std::vector<Float64> f(w.size());
+            for (size_t i = 0; i < w.size(); i++) {
+                std::memcpy(&f[i], &w[i], 8);
+            }
+            cond = elem->putFloat64Array(f.data(), n);
+        }
+        else if (vr_is(vr, "SV")) {
+            DcmSigned64bitVeryLong *sv = OFdynamic_cast(DcmSigned64bitVeryLong *, elem);
+            if (sv == NULL) {
+                fail(STOWRS_BUILD_INTERNAL, "SV element of an unexpected class");
+            }
+            std::vector<Sint64> s(w.size());
+            for (size_t i = 0; i < w.size(); i++) {
+                std::memcpy(&s[i], &w[i], 8);
+            }
+            cond = sv->putSint64Array(s.data(), n);
+        }
+        else {
+            DcmUnsigned64bitVeryLong *uv = OFdynamic_cast(DcmUnsigned64bitVeryLong *, elem);
+            if (uv == NULL) {
+                fail(STOWRS_BUILD_INTERNAL, "UV/OV element of an unexpected class");
+            }
+            cond = uv->putUint64Array(w.data(), n);
+        }
+    }
+    else if (is_string_vr(vr)) {
+        /* text by BulkData URI (a long UT, say): the bytes are the value */
+        cond = elem->putString(OFreinterpret_cast(const char *, data),
+                               OFstatic_cast(Uint32, len));
+    }
+    else {
+        fail(STOWRS_BUILD_BAD_METADATA, "binary data for a VR that cannot hold it");
+    }
+    check_cond(cond, "value refused for its VR");
+}
+
+/**
+ * A value by BulkData URI, other than top-level Pixel Data: the parts are
+ * read into memory (several parts are concatenated).
+ */
+void builder_t::put_bulk(DcmItem *item, DcmElement *elem, const stowrs_meta_elem_t *el)
+{
+    const stowrs_bulk_t *const *parts = NULL;
+    const int n = resolve(el->bulk_uri, &parts);
+    const bool document = el->tag == TAG_ENCAPSULATED_DOCUMENT;
+    for (int i = 0; i < n; i++) {
+        const char *mt = parts[i]->media_type ? parts[i]->media_type : "application/octet-stream";
+        bool ok = true;
+        if (document) {
+            ok = false;
+            for (size_t k = 0; k < sizeof(DOCUMENT_TYPES) / sizeof(DOCUMENT_TYPES[0]); k++) {
+                ok = ok || ieq(mt, DOCUMENT_TYPES[k]);
+            }
+        }
+        else if (el->tag == TAG_PIXEL_DATA || el->tag == 0x7FE00008u || el->tag == 0x7FE00009u) {
+            /* pixel data inside a sequence (an icon image): native only */
+            ok = ieq(mt, "application/octet-stream");
+        }
+        if (!ok) {
+            fail(STOWRS_BUILD_MEDIA_TYPE, "bulk data media type not accepted for its attribute");
+        }
+    }
+    std::vector<unsigned char> data;
+    for (int i = 0; i < n; i++) {
+        read_file(parts[i]->path, &data);
+    }
+    if (document) {
+        if (data.size() % 2 != 0) {
+            data.push_back(0);             /* OB is padded with one 0x00 */
+        }
+        const char *mt = parts[0]->media_type;
+        if (mt != NULL && !ieq(mt, "application/octet-stream")) {
+            mime_.push_back(std::make_pair(item, std::string(mt)));
+        }
+    }
+    put_binary(elem, el->vr, data.data(), data.size());
+}
+
+/**
+ * The transfer syntax of top-level Pixel Data from its parts' media type and
+ * transfer-syntax parameter; every part must agree.
+ * @param mt set to the compressed media type, NULL for native pixel data
+ */
+const char *builder_t::pixel_ts(const stowrs_bulk_t *const *parts, int n,
+                                const media_type_t **mt)
+{
+    const char *ts = NULL;
+    const media_type_t *first = NULL;
+    for (int i = 0; i < n; i++) {
+        const char *media = parts[i]->media_type ? parts[i]->media_type
+                                                 : "application/octet-stream";
+        const char *param = parts[i]->transfer_syntax;
+        if (param != NULL && param[0] == '\0') {
+            param = NULL;
+        }
+        const media_type_t *found = NULL;
+        const char *this_ts = NULL;
+        if (ieq(media, "application/octet-stream")) {
+            /* native; Implicit VR Little Endian pixel bytes are the same */
+            if (param != NULL && std::strcmp(param, TS_EXPLICIT_LE) != 0
+                && std::strcmp(param, "1.2.840.10008.1.2") != 0) {
+                fail(STOWRS_BUILD_MEDIA_TYPE, "transfer syntax not valid for native pixel data");
+            }
+            this_ts = TS_EXPLICIT_LE;
+        }
+        else {
+            for (size_t k = 0; k < sizeof(MEDIA_TYPES) / sizeof(MEDIA_TYPES[0]); k++) {
+                if (ieq(media, MEDIA_TYPES[k].media_type)) {
+                    found = &MEDIA_TYPES[k];
+                }
+            }
+            if (found == NULL) {
+                fail(STOWRS_BUILD_MEDIA_TYPE, "pixel data media type not supported");
+            }
+            if (param == NULL) {
+                this_ts = found->ts[0];
+            }
+            for (size_t k = 0; param != NULL && found->ts[k] != NULL; k++) {
+                if (std::strcmp(param, found->ts[k]) == 0) {
+                    this_ts = found->ts[k];
+                }
+            }
+            if (this_ts == NULL) {
+                fail(STOWRS_BUILD_MEDIA_TYPE, "transfer syntax not valid for the media type");
+            }
+        }
+        if (i == 0) {
+            ts = this_ts;
+            first = found;
+        }
+        else if (first != found || std::strcmp(ts, this_ts) != 0) {
+            fail(STOWRS_BUILD_MEDIA_TYPE, "pixel data parts differ in media type or transfer syntax");
+        }
+    }
+    *mt = first;
+    return ts;
+}
+
+/** Native pixel data needs the attributes that say how to read it (PS3.3 C.7.6.3). */
+void builder_t::check_image(DcmDataset *ds)
+{
+    Uint16 rows = 0, cols = 0, alloc = 0, spp = 0, stored = 0, repr = 0;
+    OFString pi;
+    if (ds->findAndGetUint16(DCM_Rows, rows).bad() || rows == 0
+        || ds->findAndGetUint16(DCM_Columns, cols).bad() || cols == 0
+        || ds->findAndGetUint16(DCM_BitsAllocated, alloc).bad()
+        || ds->findAndGetUint16(DCM_SamplesPerPixel, spp).bad() || spp == 0
+        || ds->findAndGetOFString(DCM_PhotometricInterpretation, pi).bad() || pi.empty()) {
+        fail(STOWRS_BUILD_IMAGE_ATTRS, "native pixel data without Rows, Columns, Bits Allocated, "
+             "Samples per Pixel or Photometric Interpretation");
+    }
+    if (alloc == 0 || (alloc != 1 && alloc % 8 != 0)) {
+        fail(STOWRS_BUILD_IMAGE_ATTRS, "Bits Allocated not 1 or a multiple of 8");
+    }
+    if (ds->tagExists(DCM_BitsStored)
+        && (ds->findAndGetUint16(DCM_BitsStored, stored).bad() || stored == 0 || stored > alloc)) {
+        fail(STOWRS_BUILD_IMAGE_ATTRS, "Bits Stored not within Bits Allocated");
+    }
+    if (ds->tagExists(DCM_PixelRepresentation)
+        && (ds->findAndGetUint16(DCM_PixelRepresentation, repr).bad() || repr > 1)) {
+        fail(STOWRS_BUILD_IMAGE_ATTRS, "Pixel Representation not 0 or 1");
+    }
+}
+
+/**
+ * Append Pixel Data (7FE0,0010) in Explicit VR Little Endian, copying the
+ * parts in bounded chunks: native as one OB/OW value (the parts are the
+ * frames, concatenated), compressed encapsulated (PS3.5 §A.4) with a Basic
+ * Offset Table and one fragment per part, or for video the stream cut into
+ * fragments of at most 4 GiB.
+ */
+void builder_t::write_pixels(out_file_t *out, DcmDataset *ds, const stowrs_bulk_t *const *parts,
+                             int n, const media_type_t *mt)
+{
+    std::vector<unsigned long long> lens(OFstatic_cast(size_t, n));
+    unsigned long long total = 0;
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        if (::stat(parts[i]->path, &st) != 0) {
+            fail(STOWRS_BUILD_IO, "cannot open bulk data part", errno);
+        }
+        lens[OFstatic_cast(size_t, i)] = OFstatic_cast(unsigned long long, st.st_size);
+        total += lens[OFstatic_cast(size_t, i)];
+    }
+    std::vector<char> buf(STOWRS_BUILD_COPY_BUF);
+    unsigned char head[12] = { 0xE0, 0x7F, 0x10, 0x00, 'O', 'B', 0, 0, 0, 0, 0, 0 };
+    const unsigned char zero = 0;
+
+    if (mt == NULL) {
+        Uint16 alloc = 0;
+        ds->findAndGetUint16(DCM_BitsAllocated, alloc);
+        const bool ob = vr_is(pixel_->vr, "OB") && alloc <= 8;
+        if (!ob) {
+            head[5] = 'W';
+        }
+        const unsigned long long padded = total + (total & 1);
+        if (padded > MAX_VALUE_LEN) {
+            fail(STOWRS_BUILD_MEDIA_TYPE, "native pixel data over 4 GiB");
+        }
+        put_le32(head + 8, OFstatic_cast(Uint32, padded));
+        out->write(head, sizeof(head));
+        for (int i = 0; i < n; i++) {
+            out->copy_from(parts[i]->path, 0, lens[OFstatic_cast(size_t, i)], &buf);
+        }
+        if (total & 1) {
+            out->write(&zero, 1);
+        }
+        return;
+    }
+
+    /* encapsulated: fragments of even length; a video stream may be split */
+    const unsigned long long max_frag = mt->video ? 0xFFFFFFF0ull : MAX_VALUE_LEN;
+    if (!mt->video) {
+        for (int i = 0; i < n; i++) {
+            if (lens[OFstatic_cast(size_t, i)] + 1 > max_frag) {
+                fail(STOWRS_BUILD_MEDIA_TYPE, "compressed frame over 4 GiB");
+            }
+        }
+    }
+    put_le32(head + 8, 0xFFFFFFFFu);
+    out->write(head, sizeof(head));
+
+    /* Basic Offset Table: offsets of each frame's item from the first
+     * fragment; empty for video, or when an offset exceeds 32 bits */
+    std::vector<unsigned char> bot;
+    unsigned long long off = 0;
+    for (int i = 0; i < n && !mt->video; i++) {
+        if (off > 0xFFFFFFFFull) {
+            bot.clear();
+            break;
+        }
+        unsigned char o[4];
+        put_le32(o, OFstatic_cast(Uint32, off));
+        bot.insert(bot.end(), o, o + 4);
+        const unsigned long long l = lens[OFstatic_cast(size_t, i)];
+        off += 8 + l + (l & 1);
+    }
+    unsigned char item[8] = { 0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0 };
+    put_le32(item + 4, OFstatic_cast(Uint32, bot.size()));
+    out->write(item, sizeof(item));
+    if (!bot.empty()) {
+        out->write(bot.data(), bot.size());
+    }
+
+    for (int i = 0; i < n; i++) {
+        /* an image part is one fragment; a video part over 4 GiB becomes
+         * consecutive fragments (max_frag is even, so only the last one
+         * may need a pad byte) */
+        const unsigned long long l = lens[OFstatic_cast(size_t, i)];
+        unsigned long long done = 0;
+        do {
+            const unsigned long long frag = l - done < max_frag ? l - done : max_frag;
+            put_le32(item + 4, OFstatic_cast(Uint32, frag + (frag & 1)));
+            out->write(item, sizeof(item));
+            out->copy_from(parts[i]->path, done, frag, &buf);
+            if (frag & 1) {
+                out->write(&zero, 1);
+            }
+            done += frag;
+        } while (done < l);
+    }
+    const unsigned char delim[8] = { 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0 };
+    out->write(delim, sizeof(delim));
+}
+
+void builder_t::build(const stowrs_meta_ds_t *ds, const char *out_path)
+{
+    DcmDataset dataset;
+    DcmDataset trailer;
+    fill(&dataset, ds, 0, &trailer);
+    for (size_t i = 0; i < mime_.size(); i++) {
+        OFString have;
+        DcmItem *item = mime_[i].first;
+        if (item->findAndGetOFString(DCM_MIMETypeOfEncapsulatedDocument, have).bad()
+            || have.empty()) {
+            check_cond(item->putAndInsertString(DCM_MIMETypeOfEncapsulatedDocument,
+                                                mime_[i].second.c_str()),
+                       "cannot set MIME Type of Encapsulated Document");
+        }
+    }
+
+    OFString sop_class, sop_instance;
+    if (dataset.findAndGetOFStringArray(DCM_SOPClassUID, sop_class).bad() || sop_class.empty()
+        || dataset.findAndGetOFStringArray(DCM_SOPInstanceUID, sop_instance).bad()
+        || sop_instance.empty()) {
+        fail(STOWRS_BUILD_BAD_METADATA, "SOP Class or SOP Instance UID missing");
+    }
+
+    const char *ts = TS_EXPLICIT_LE;
+    const stowrs_bulk_t *const *parts = NULL;
+    int nparts = 0;
+    const media_type_t *mt = NULL;
+    if (pixel_ != NULL) {
+        if (!vr_is(pixel_->vr, "OB") && !vr_is(pixel_->vr, "OW")) {
+            fail(STOWRS_BUILD_BAD_METADATA, "Pixel Data VR not OB or OW");
+        }
+        nparts = resolve(pixel_->bulk_uri, &parts);
+        ts = pixel_ts(parts, nparts, &mt);
+        if (mt == NULL) {
+            check_image(&dataset);
+        }
+    }
+
+    DcmMetaInfo meta;
+    const Uint8 version[2] = { 0x00, 0x01 };
+    check_cond(meta.putAndInsertUint8Array(DCM_FileMetaInformationVersion, version, 2),
+               "cannot build File Meta Information");
+    check_cond(meta.putAndInsertString(DCM_MediaStorageSOPClassUID, sop_class.c_str()),
+               "cannot build File Meta Information");
+    check_cond(meta.putAndInsertString(DCM_MediaStorageSOPInstanceUID, sop_instance.c_str()),
+               "cannot build File Meta Information");
+    check_cond(meta.putAndInsertString(DCM_TransferSyntaxUID, ts),
+               "cannot build File Meta Information");
+    check_cond(meta.putAndInsertString(DCM_ImplementationClassUID, OFFIS_IMPLEMENTATION_CLASS_UID),
+               "cannot build File Meta Information");
+    check_cond(meta.putAndInsertString(DCM_ImplementationVersionName,
+                                       OFFIS_DTK_IMPLEMENTATION_VERSION_NAME),
+               "cannot build File Meta Information");
+    check_cond(meta.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange, EXS_LittleEndianExplicit,
+                                                 EET_ExplicitLength),
+               "cannot build File Meta Information");
+
+    out_file_t out(out_path);
+    out.open();
+    out.write_object(&meta, true);
+    out.write_object(&dataset, false);
+    if (pixel_ != NULL) {
+        write_pixels(&out, &dataset, parts, nparts, mt);
+        if (trailer.card() > 0) {
+            out.write_object(&trailer, false);
+        }
+    }
+    out.close();
+}
+
+} /* namespace */
+
+extern "C" stowrs_build_rc_e stowrs_dicom_build(const stowrs_meta_ds_t *ds,
+                                                stowrs_bulk_resolve_fn resolve, void *baton,
+                                                const char *out_path, int *os_error,
+                                                char *errbuf, size_t errlen)
+{
+    if (os_error != NULL) {
+        *os_error = 0;
+    }
+    set_err(errbuf, errlen, "");
+    if (ds == NULL || out_path == NULL || out_path[0] == '\0') {
+        set_err(errbuf, errlen, "no dataset or no output file");
+        return STOWRS_BUILD_INTERNAL;
+    }
+    try {
+        builder_t b(resolve, baton);
+        b.build(ds, out_path);
+        return STOWRS_BUILD_OK;
+    }
+    catch (const build_error &e) {
+        set_err(errbuf, errlen, e.what);
+        if (os_error != NULL) {
+            *os_error = e.os_error;
+        }
+        return e.rc;
+    }
+    catch (const std::bad_alloc &) {
+        set_err(errbuf, errlen, "out of memory");
+        return STOWRS_BUILD_NOMEM;
+    }
+    catch (...) {
+        set_err(errbuf, errlen, "unexpected exception from dcmtk");
+        return STOWRS_BUILD_INTERNAL;
     }
 }

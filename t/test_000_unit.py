@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-UNIT_BINS = ["test_multipart", "test_uid", "test_response", "test_store"]
+UNIT_BINS = ["test_multipart", "test_uid", "test_response", "test_store", "test_build"]
 
 
 @pytest.mark.parametrize("name", UNIT_BINS)

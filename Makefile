@@ -1,6 +1,8 @@
 # mod_stowrs: an apxs build with a few extra steps, see STYLE.md §13.
 #   make            build mod_stowrs.so (.libs/mod_stowrs.so)
-#   make install    install it into httpd's module directory
+#   make install    install it into httpd's module directory, and on Debian
+#                   stowrs.load and stowrs.conf into mods-available
+#   make deb        the Debian package libapache2-mod-stowrs, in ..
 #   make run        install missing Debian packages, build, run httpd on 127.0.0.1:8080
 #   make test       the same set-up, then the unit tests and the pytest suite
 #   make lint       cppcheck and the clang build
@@ -52,8 +54,50 @@ stowrs_dicom.lo: stowrs_dicom.cc stowrs_dicom.h stowrs_meta.h
 
 comma := ,
 
+# Debian's httpd layout: mods-available next to httpd's configuration, for
+# `a2enmod stowrs`. Elsewhere MODS_AVAILABLE is empty and only the module is
+# installed; set it when DESTDIR is a package root for such a layout.
+# apxs -i ignores DESTDIR: with a DESTDIR the module is copied instead.
+# An existing stowrs.conf is the admin's and is kept.
+HTTPD_SYSCONFDIR := $(shell $(APXS) -q SYSCONFDIR 2>/dev/null)
+HTTPD_MODDIR     := $(shell $(APXS) -q LIBEXECDIR 2>/dev/null)
+MODS_AVAILABLE   ?= $(if $(wildcard $(HTTPD_SYSCONFDIR)/mods-available),$(HTTPD_SYSCONFDIR)/mods-available)
+
 install: all
+ifeq ($(DESTDIR),)
 	$(APXS) -i -n stowrs mod_stowrs.la
+else
+	install -D -m 644 .libs/mod_stowrs.so $(DESTDIR)$(HTTPD_MODDIR)/mod_stowrs.so
+endif
+ifneq ($(MODS_AVAILABLE),)
+	install -D -m 644 conf/stowrs.load $(DESTDIR)$(MODS_AVAILABLE)/stowrs.load
+	@if [ -e $(DESTDIR)$(MODS_AVAILABLE)/stowrs.conf ]; then \
+	    echo "kept $(DESTDIR)$(MODS_AVAILABLE)/stowrs.conf (new default: conf/stowrs-mod.conf)"; \
+	else \
+	    echo "install -m 644 conf/stowrs-mod.conf $(DESTDIR)$(MODS_AVAILABLE)/stowrs.conf"; \
+	    install -m 644 conf/stowrs-mod.conf $(DESTDIR)$(MODS_AVAILABLE)/stowrs.conf; \
+	fi
+endif
+
+# The Debian package (debian/), built from the committed tree (HEAD) in a
+# scratch clone: dpkg-buildpackage cleans the tree it builds in, which here
+# would remove the build products and unit test binaries, and a stale
+# SANITIZE=1 or clang build must not be packaged. The .deb files, .changes
+# and .buildinfo go to DEB_OUT, by default .. as dpkg-buildpackage's own.
+DEB_OUT ?= ..
+
+.PHONY: deb
+deb: deps
+	@set -e; \
+	if [ -n "$$(git status --porcelain --untracked-files=no)" ]; then \
+	    echo "make deb: packaging HEAD; uncommitted changes are left out"; \
+	fi; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	git clone -q "$(CURDIR)" "$$tmp/mod-stowrs"; \
+	(cd "$$tmp/mod-stowrs" && dpkg-buildpackage -us -uc -b); \
+	mkdir -p "$(DEB_OUT)"; \
+	cp "$$tmp"/*.deb "$$tmp"/*.changes "$$tmp"/*.buildinfo "$(DEB_OUT)"/; \
+	for f in "$$tmp"/*.deb; do echo "make deb: $(DEB_OUT)/$${f##*/}"; done
 
 # --- unit tests: the pure parts, compiled without httpd ---------------------
 UNIT_CFLAGS := $(OPT_FLAGS) $(WARN) $(SAN_FLAGS) -std=gnu99 $(APR_CFLAGS) $(XML_CFLAGS) -I.
@@ -104,7 +148,8 @@ clean:
 # Debian 12 packages the build, the tests and `make run` need.
 DEB_PACKAGES := make gcc g++ clang cppcheck pkg-config apache2 apache2-dev dcmtk libdcmtk-dev \
                 libxml2-dev libjansson-dev curl python3-pytest python3-pydicom \
-                python3-requests python3-lxml python3-numpy
+                python3-requests python3-lxml python3-numpy \
+                debhelper dpkg-dev git
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \

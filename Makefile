@@ -101,7 +101,7 @@ deb: deps
 
 # --- unit tests: the pure parts, compiled without httpd ---------------------
 UNIT_CFLAGS := $(OPT_FLAGS) $(WARN) $(SAN_FLAGS) -std=gnu99 $(APR_CFLAGS) $(XML_CFLAGS) -I.
-UNIT_BINS := t/unit/test_multipart t/unit/test_uid t/unit/test_response t/unit/test_store \
+UNIT_BINS := t/unit/test_multipart t/unit/test_uid t/unit/test_response t/unit/test_store t/unit/test_meta \
              t/unit/test_build
 
 t/unit/test_multipart: t/unit/test_multipart.c stowrs_multipart.c stowrs_multipart.h t/unit/unit.h
@@ -132,6 +132,9 @@ t/unit/test_build: t/unit/test_build.c stowrs_dicom.h stowrs_meta.h stowrs_dicom
 	$(CC) $(UNIT_CFLAGS) -c t/unit/test_build.c -o t/unit/test_build.o
 	$(CXX) $(OPT_FLAGS) $(SAN_FLAGS) -o $@ t/unit/test_build.o .libs/stowrs_dicom.o \
 	    $(DCMTK_LIBS) -ljansson
+
+t/unit/test_meta: t/unit/test_meta.c stowrs_meta.c stowrs_meta.h t/unit/unit.h
+	$(CC) $(UNIT_CFLAGS) -o $@ t/unit/test_meta.c stowrs_meta.c $(APR_LIBS) -lxml2 -ljansson
 
 # the dcmtk shim's test CLI, driven by t/test_010_dicom_shim.py
 t/unit/dicom_inspect: t/unit/dicom_inspect.c stowrs_dicom.h stowrs_dicom.lo

@@ -5,7 +5,8 @@ import subprocess
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-UNIT_BINS = ["test_multipart", "test_uid", "test_response", "test_store", "test_build"]
+UNIT_BINS = ["test_multipart", "test_uid", "test_response", "test_store", "test_build",
+             "test_meta"]
 
 
 @pytest.mark.parametrize("name", UNIT_BINS)

@@ -39,6 +39,18 @@
  * part -- is appended by copying the part files in 1 MiB chunks, followed by
  * any attributes after (7FE0,0010). Other bulk data values are read into
  * memory.
+ *
+ * Character sets: metadata is Unicode, so every string value in the tree
+ * is UTF-8, whatever Specific Character Set (0008,0005) the dataset
+ * declares. Before writing, fix_charset() makes the two agree, scope by
+ * scope (the dataset, and each sequence item with its own (0008,0005)):
+ * non-ASCII values of the VRs the character set affects (SH, LO, ST, LT,
+ * UC, UT, PN) are converted from UTF-8 to the declared character set with
+ * dcmtk's converter; where that is not possible -- no declaration, an empty
+ * or unknown one, code extensions, a character the set cannot represent, no
+ * conversion library -- the scope declares what its bytes are, "ISO_IR 192".
+ * Values that came as bytes (BulkData, InlineBinary) are the client's
+ * encoded value and are left alone.
  */
 
 #include "dcmtk/config/osconfig.h"
@@ -57,6 +69,7 @@
 
 #include "dcmtk/dcmdata/dcostrmb.h"
 #include "dcmtk/dcmdata/dcsequen.h"
+#include "dcmtk/dcmdata/dcspchrs.h"
 #include "dcmtk/dcmdata/dcvrat.h"
 #include "dcmtk/dcmdata/dcvrsv.h"
 #include "dcmtk/dcmdata/dcvruv.h"
@@ -68,6 +81,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -1063,6 +1077,15 @@ private:
     /** Encapsulated Documents whose dataset may lack a MIME type: set once
      *  the whole dataset is filled ((0042,0012) comes after (0042,0011)) */
     std::vector<std::pair<DcmItem *, std::string> > mime_;
+    /** string elements whose value is bytes from BulkData or InlineBinary:
+     *  already encoded, not converted by fix_charset() */
+    std::set<const DcmObject *> raw_text_;
+
+    /** A character set scope: the dataset or an item with its own (0008,0005). */
+    struct charset_scope_t {
+        DcmItem *owner;                       /**< where (0008,0005) is (or goes) */
+        std::vector<DcmElement *> values;     /**< its non-ASCII UTF-8 values */
+    };
 
     int resolve(const char *uri, const stowrs_bulk_t *const **parts);
     void fill(DcmItem *item, const stowrs_meta_ds_t *ds, int depth, DcmItem *trailer);
@@ -1073,6 +1096,11 @@ private:
     void ensure_creator(DcmItem *item, const stowrs_meta_elem_t *el);
     const char *pixel_ts(const stowrs_bulk_t *const *parts, int n, const media_type_t **mt);
     void check_image(DcmDataset *ds);
+    void fix_charset(DcmDataset *dataset, DcmItem *trailer);
+    void collect_charset(DcmItem *item, size_t scope, std::vector<charset_scope_t> *scopes,
+                         int depth);
+    bool convert_scope(const charset_scope_t &scope, const std::string &charset,
+                       std::vector<OFString> *out);
     void write_pixels(out_file_t *out, DcmDataset *ds, const stowrs_bulk_t *const *parts,
                       int n, const media_type_t *mt);
 };
@@ -1202,6 +1230,9 @@ void builder_t::add(DcmItem *item, const stowrs_meta_elem_t *el, int depth)
         check_cond(cond, "cannot insert element");
     }
     /* from here on item owns e */
+    if ((el->bulk_uri != NULL || el->has_inline) && e->isAffectedBySpecificCharacterSet()) {
+        raw_text_.insert(e);
+    }
     if (el->bulk_uri != NULL) {
         put_bulk(item, e, el);
     }
@@ -1666,6 +1697,144 @@ void builder_t::write_pixels(out_file_t *out, DcmDataset *ds, const stowrs_bulk_
     out->write(delim, sizeof(delim));
 }
 
+/** @return whether @p len bytes at @p s hold one outside 7-bit ASCII */
+bool has_non_ascii(const char *s, Uint32 len)
+{
+    for (Uint32 i = 0; i < len; i++) {
+        if (OFstatic_cast(unsigned char, s[i]) >= 0x80) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/**
+ * Walk @p item for fix_charset(): its non-ASCII values of the VRs the
+ * character set affects go to scope @p scope; a sequence item with its own
+ * Specific Character Set opens a scope of its own. Only loaded string
+ * values are looked at (top-level Pixel Data is not in the dataset).
+ */
+void builder_t::collect_charset(DcmItem *item, size_t scope, std::vector<charset_scope_t> *scopes,
+                                int depth)
+{
+    if (depth > STOWRS_BUILD_MAX_DEPTH + 1) {
+        fail(STOWRS_BUILD_INTERNAL, "sequences nested too deeply");   /* fill() stops sooner */
+    }
+    for (DcmObject *obj = item->nextInContainer(NULL); obj != NULL;
+         obj = item->nextInContainer(obj)) {
+        DcmSequenceOfItems *sq = OFdynamic_cast(DcmSequenceOfItems *, obj);
+        if (sq != NULL) {
+            for (DcmObject *it = sq->nextInContainer(NULL); it != NULL;
+                 it = sq->nextInContainer(it)) {
+                DcmItem *sub = OFdynamic_cast(DcmItem *, it);
+                if (sub == NULL) {
+                    continue;
+                }
+                size_t s = scope;
+                if (sub->tagExists(DCM_SpecificCharacterSet, OFFalse)) {
+                    charset_scope_t own;
+                    own.owner = sub;
+                    scopes->push_back(own);
+                    s = scopes->size() - 1;
+                }
+                collect_charset(sub, s, scopes, depth + 1);
+            }
+        }
+        else if (obj->isAffectedBySpecificCharacterSet() && raw_text_.count(obj) == 0) {
+            DcmElement *e = OFstatic_cast(DcmElement *, obj);
+            char *str = NULL;
+            Uint32 len = 0;
+            if (e->getString(str, len).good() && str != NULL && has_non_ascii(str, len)) {
+                (*scopes)[scope].values.push_back(e);
+            }
+        }
+    }
+}
+
+/**
+ * Convert the values of @p scope from UTF-8 to @p charset into @p out,
+ * changing nothing yet.
+ * @return false if dcmtk cannot convert to @p charset (none or empty,
+ *         unknown, code extensions, no conversion library) or a value has a
+ *         character it cannot represent
+ */
+bool builder_t::convert_scope(const charset_scope_t &scope, const std::string &charset,
+                              std::vector<OFString> *out)
+{
+    if (charset.empty() || !DcmSpecificCharacterSet::isConversionAvailable()) {
+        return false;
+    }
+    DcmSpecificCharacterSet conv;
+    if (conv.selectCharacterSet("ISO_IR 192", charset.c_str()).bad()) {
+        return false;
+    }
+    /* dcmtk converts to "ISO_IR 13" (JIS X 0201) as Shift_JIS, whose
+     * two-byte characters JIS X 0201 does not have */
+    const bool jis_x0201 = charset == "ISO_IR 13";
+    for (size_t i = 0; i < scope.values.size(); i++) {
+        char *str = NULL;
+        Uint32 len = 0;
+        OFString result;
+        if (scope.values[i]->getString(str, len).bad() || str == NULL
+            || conv.convertString(str, len, result).bad()) {
+            return false;
+        }
+        for (size_t k = 0; jis_x0201 && k < result.length(); k++) {
+            const unsigned char c = OFstatic_cast(unsigned char, result[k]);
+            if ((c >= 0x80 && c <= 0xA0) || c >= 0xE0) {
+                return false;
+            }
+        }
+        out->push_back(result);
+    }
+    return true;
+}
+
+/**
+ * Make the stored file's Specific Character Set (0008,0005) tell the truth
+ * (see the top of this file): in each scope with non-ASCII values, convert
+ * them to the declared character set, or else declare "ISO_IR 192". A
+ * scope converts all of its values or none. Pure ASCII, and a scope that
+ * declares "ISO_IR 192", stay as they are.
+ */
+void builder_t::fix_charset(DcmDataset *dataset, DcmItem *trailer)
+{
+    std::vector<charset_scope_t> scopes(1);
+    scopes[0].owner = dataset;
+    collect_charset(dataset, 0, &scopes, 0);
+    if (trailer != NULL) {
+        /* attributes after Pixel Data: the dataset's scope */
+        collect_charset(trailer, 0, &scopes, 0);
+    }
+    for (size_t i = 0; i < scopes.size(); i++) {
+        const charset_scope_t &scope = scopes[i];
+        if (scope.values.empty()) {
+            continue;
+        }
+        OFString declared;
+        if (scope.owner->findAndGetOFStringArray(DCM_SpecificCharacterSet, declared,
+                                                 OFFalse).bad()) {
+            declared.clear();            /* absent */
+        }
+        const std::string charset = trimmed(declared.c_str());
+        if (charset == "ISO_IR 192") {
+            continue;
+        }
+        std::vector<OFString> converted;
+        if (convert_scope(scope, charset, &converted)) {
+            for (size_t k = 0; k < converted.size(); k++) {
+                check_cond(scope.values[k]->putString(converted[k].c_str(),
+                                                      OFstatic_cast(Uint32, converted[k].length())),
+                           "cannot store a value converted to the declared character set");
+            }
+        }
+        else {
+            check_cond(scope.owner->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192"),
+                       "cannot set Specific Character Set");
+        }
+    }
+}
+
 void builder_t::build(const stowrs_meta_ds_t *ds, const char *out_path)
 {
     DcmDataset dataset;
@@ -1681,6 +1850,7 @@ void builder_t::build(const stowrs_meta_ds_t *ds, const char *out_path)
                        "cannot set MIME Type of Encapsulated Document");
         }
     }
+    fix_charset(&dataset, &trailer);
 
     OFString sop_class, sop_instance;
     if (dataset.findAndGetOFStringArray(DCM_SOPClassUID, sop_class).bad() || sop_class.empty()

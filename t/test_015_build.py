@@ -225,3 +225,105 @@ def test_015_06_image_attrs_and_missing_part(tmp_path):
     res = subprocess.run([str(CLI), "--json", str(desc), str(tmp_path / "x.dcm")],
                          capture_output=True, text=True, check=True)
     assert res.stdout.startswith("1 ")
+
+
+# ---------------------------------------------------------- character sets
+# DICOM JSON is UTF-8: the stored file must say what its bytes are. Either
+# the values are converted to the declared Specific Character Set, or, when
+# that set cannot hold them (or none / an unusable one is declared), the
+# file declares ISO_IR 192.
+def text_dataset(charset, name, desc="Head"):
+    ds = Dataset()
+    ds.SOPClassUID = CT
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.31"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.2"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.5"
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    ds.PatientName = name
+    ds.StudyDescription = desc
+    ds.ImageComments = "Zeile eins\r\n" + desc
+    return ds
+
+
+def stored_bytes(tmp_path):
+    return (tmp_path / "out.dcm").read_bytes()
+
+
+def test_015_07_latin1_converted(tmp_path):
+    ds = text_dataset("ISO_IR 100", "Müller^Jürgen", "Kopfübersicht ß")
+    rc, got = build(tmp_path, ds)
+    assert rc == 0
+    assert got.SpecificCharacterSet == "ISO_IR 100"
+    assert str(got.PatientName) == "Müller^Jürgen"
+    assert got.StudyDescription == "Kopfübersicht ß"
+    assert assert_same(ds, got) == set()
+    raw = stored_bytes(tmp_path)
+    assert "Müller^Jürgen".encode("latin-1") in raw
+    assert "Kopfübersicht ß".encode("latin-1") in raw
+    assert b"\xc3" not in raw
+
+
+@pytest.mark.parametrize("charset,name,want", [
+    ("ISO_IR 100", "Ωmega^Müller", "ISO_IR 192"),       # not in Latin-1
+    (None, "Müller^Jürgen", "ISO_IR 192"),              # non-ASCII, undeclared
+    ("", "Müller^Jürgen", "ISO_IR 192"),
+    ("ISO_IR 999", "Müller^Jürgen", "ISO_IR 192"),      # unknown to dcmtk
+    ("ISO_IR 192", "Müller^Jürgen", "ISO_IR 192"),      # untouched
+    ("ISO_IR 144", "Иванов^Иван", "ISO_IR 144"),        # Cyrillic
+    ("ISO_IR 126", "Ωmega^Αλφα", "ISO_IR 126"),         # Greek
+    ("GB18030", "王^小明", "GB18030"),
+    (None, "Doe^John", None),                           # ASCII: nothing added
+    ("ISO_IR 100", "Doe^John", "ISO_IR 100"),
+])
+def test_015_08_character_sets(tmp_path, charset, name, want):
+    ds = text_dataset(charset, name)
+    rc, got = build(tmp_path, ds)
+    assert rc == 0
+    if want is None:
+        assert "SpecificCharacterSet" not in got
+    else:
+        assert got.SpecificCharacterSet == want
+    assert str(got.PatientName) == name
+    codec = pydicom.charset.convert_encodings([want or "ISO_IR 6"])[0]
+    assert name.encode(codec) in stored_bytes(tmp_path)
+    # everything else as sent (values decoded before the declaration goes)
+    list(got.iterall())
+    for d in (ds, got):
+        if "SpecificCharacterSet" in d:
+            del d.SpecificCharacterSet
+    assert assert_same(ds, got) == set()
+
+
+def test_015_09_nested_character_sets(tmp_path):
+    """Items inherit the dataset's set or declare their own; each scope is
+    converted on its own, or (only it) declared ISO_IR 192."""
+    ds = text_dataset("ISO_IR 100", "Jürgen")
+    inherit, greek, latin_bad = Dataset(), Dataset(), Dataset()
+    inherit.StudyDescription = "Straße"
+    code = Dataset()
+    code.CodeMeaning = "été"
+    inherit.AnatomicRegionSequence = Sequence([code])
+    greek.SpecificCharacterSet = "ISO_IR 126"
+    greek.StudyDescription = "Δέλτα"
+    latin_bad.SpecificCharacterSet = "ISO_IR 100"
+    latin_bad.StudyDescription = "äΩ"
+    ds.ReferencedImageSequence = Sequence([inherit, greek, latin_bad])
+    rc, got = build(tmp_path, ds)
+    assert rc == 0
+    assert got.SpecificCharacterSet == "ISO_IR 100"
+    items = got.ReferencedImageSequence
+    assert "SpecificCharacterSet" not in items[0]
+    assert items[1].SpecificCharacterSet == "ISO_IR 126"
+    assert items[2].SpecificCharacterSet == "ISO_IR 192"
+    assert items[0].StudyDescription == "Straße"
+    assert items[0].AnatomicRegionSequence[0].CodeMeaning == "été"
+    assert items[1].StudyDescription == "Δέλτα"
+    assert items[2].StudyDescription == "äΩ"
+    raw = stored_bytes(tmp_path)
+    assert "Straße".encode("latin-1") in raw
+    assert "été".encode("latin-1") in raw
+    assert "Δέλτα".encode("iso8859_7") in raw
+    assert "äΩ".encode("utf-8") in raw
+    latin_bad.SpecificCharacterSet = "ISO_IR 192"
+    assert assert_same(ds, got) == set()

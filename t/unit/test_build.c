@@ -4,8 +4,9 @@
  * stowrs_dicom_inspect() and checked byte by byte: native Pixel Data equal
  * to its part, the item structure of encapsulated Pixel Data, Encapsulated
  * Documents, sequences, private attributes, InlineBinary, the failures
- * (missing part, image attributes, media types), ENOSPC, and a 512 MB
- * native build in bounded memory.
+ * (missing part, image attributes, media types), ENOSPC, a 512 MB native
+ * build in bounded memory, and UTF-8 values against the declared Specific
+ * Character Set (converted, or declared ISO_IR 192).
  *
  *   t/unit/test_build                     the unit tests
  *   t/unit/test_build --json DESC OUT     build OUT from a JSON description
@@ -776,6 +777,204 @@ test_large(void)
     unlink(part);
 }
 
+/* --- character sets: UTF-8 metadata vs the declared (0008,0005) ---------- */
+
+/* occurrences of needle */
+static int
+count(const unsigned char *hay, size_t n, const void *needle, size_t m)
+{
+    int c = 0;
+    for (size_t i = 0; i + m <= n; i++) {
+        if (memcmp(hay + i, needle, m) == 0) {
+            c++;
+        }
+    }
+    return c;
+}
+
+/* (0008,0005) CS with a 10-byte value, as written */
+#define SCS(v)      "\x08\x00\x05\x00" "CS\x0a\x00" v
+#define SCS_LEN     18
+#define SCS_TAG     "\x08\x00\x05\x00" "CS"
+
+static ds_builder_t *
+cs_dataset(const char *iuid, const char *charset)
+{
+    ds_builder_t *b = ds_new();
+    ds_val(b, 0x00080016, "UI", CLASS_CT, NULL);
+    ds_val(b, 0x00080018, "UI", iuid, NULL);
+    if (charset) {
+        ds_val(b, 0x00080005, "CS", charset, NULL);
+    }
+    return b;
+}
+
+/* build, check it is readable, return the file */
+static unsigned char *
+cs_build(ds_builder_t *b, const char *iuid, bulk_table_t *t, size_t *n)
+{
+    const char *out = tmp_path("cs.dcm");
+    CHECK_INT(build(ds_done(b), t, out, NULL), STOWRS_BUILD_OK);
+    check_inspect(out, CLASS_CT, iuid, TS_ELE);
+    return slurp(out, n);
+}
+
+static stowrs_meta_elem_t *
+add_items(ds_builder_t *b, unsigned int tag, int n, ds_builder_t **items)
+{
+    stowrs_meta_elem_t *e = ds_add(b, tag, "SQ");
+    e->nitems = n;
+    e->items = calloc((size_t)n, sizeof(*e->items));
+    for (int i = 0; i < n; i++) {
+        e->items[i] = ds_done(items[i]);
+    }
+    return e;
+}
+
+static void
+test_charset(void)
+{
+    static const unsigned char latin1_raw[4] = { 'R', 0xE4, 'w', ' ' };  /* "Räw " */
+    ds_builder_t *b;
+    size_t n;
+    unsigned char *f;
+
+    /* Latin-1 declared: the values are stored in Latin-1 */
+    b = cs_dataset("1.2.3.30", "ISO_IR 100");
+    ds_val(b, 0x00100010, "PN", "M\xc3\xbcller^J\xc3\xbcrgen", NULL);
+    ds_val(b, 0x00081030, "LO", "Kopf\xc3\xbc" "bersicht \xc3\x9f", NULL);
+    ds_val(b, 0x00081090, "LO", "Plain", NULL);
+    f = cs_build(b, "1.2.3.30", NULL, &n);
+    CHECK(find(f, n, SCS("ISO_IR 100"), SCS_LEN) > 0);
+    CHECK(find(f, n, "PN\x0e\x00M\xfcller^J\xfcrgen ", 18) > 0);
+    CHECK(find(f, n, "LO\x10\x00Kopf\xfc" "bersicht \xdf ", 20) > 0);
+    CHECK(find(f, n, "\xc3", 1) < 0);
+    CHECK(find(f, n, "Plain", 5) > 0);
+    free(f);
+
+    /* Latin-1 declared, a character outside it: all stays UTF-8, declared so */
+    b = cs_dataset("1.2.3.31", "ISO_IR 100");
+    ds_val(b, 0x00100010, "PN", "M\xc3\xbcller^J\xc3\xbcrgen", NULL);
+    ds_val(b, 0x00081030, "LO", "\xce\xa9mega", NULL);
+    f = cs_build(b, "1.2.3.31", NULL, &n);
+    CHECK(find(f, n, SCS("ISO_IR 192"), SCS_LEN) > 0);
+    CHECK_INT(count(f, n, SCS_TAG, 6), 1);
+    CHECK(find(f, n, "M\xc3\xbcller^J\xc3\xbcrgen", 15) > 0);
+    CHECK(find(f, n, "\xce\xa9mega", 6) > 0);
+    free(f);
+
+    /* nothing declared, non-ASCII: ISO_IR 192 is added */
+    b = cs_dataset("1.2.3.32", NULL);
+    ds_val(b, 0x00100010, "PN", "M\xc3\xbcller", NULL);
+    f = cs_build(b, "1.2.3.32", NULL, &n);
+    CHECK(find(f, n, SCS("ISO_IR 192"), SCS_LEN) > 0);
+    CHECK(find(f, n, "M\xc3\xbcller", 7) > 0);
+    free(f);
+
+    /* declared empty, or unknown, or with code extensions: ISO_IR 192 */
+    {
+        const char *const decls[] = { NULL, "ISO_IR 999", "ISO 2022 IR 6\\ISO 2022 IR 100",
+                                      "ISO_IR 6" };
+        for (size_t i = 0; i < sizeof(decls) / sizeof(decls[0]); i++) {
+            b = cs_dataset("1.2.3.33", NULL);
+            ds_val(b, 0x00080005, "CS", decls[i], NULL);   /* NULL: one empty value */
+            ds_val(b, 0x00100010, "PN", "M\xc3\xbcller", NULL);
+            f = cs_build(b, "1.2.3.33", NULL, &n);
+            CHECK(find(f, n, SCS("ISO_IR 192"), SCS_LEN) > 0);
+            CHECK_INT(count(f, n, SCS_TAG, 6), 1);
+            CHECK(find(f, n, "M\xc3\xbcller", 7) > 0);
+            free(f);
+        }
+    }
+
+    /* pure ASCII: nothing added, a declaration kept */
+    b = cs_dataset("1.2.3.34", NULL);
+    ds_val(b, 0x00100010, "PN", "Doe^John", NULL);
+    ds_val(b, 0x00081030, "LO", "Head", NULL);
+    f = cs_build(b, "1.2.3.34", NULL, &n);
+    CHECK(find(f, n, SCS_TAG, 6) < 0);
+    CHECK(find(f, n, "Doe^John", 8) > 0);
+    free(f);
+    b = cs_dataset("1.2.3.34", "ISO_IR 100");
+    ds_val(b, 0x00100010, "PN", "Doe^John", NULL);
+    f = cs_build(b, "1.2.3.34", NULL, &n);
+    CHECK(find(f, n, SCS("ISO_IR 100"), SCS_LEN) > 0);
+    free(f);
+
+    /* UTF-8 declared: untouched; non-ASCII in other VRs does not count */
+    b = cs_dataset("1.2.3.35", "ISO_IR 192");
+    ds_val(b, 0x00100010, "PN", "M\xc3\xbcller^J\xc3\xbcrgen", NULL);
+    f = cs_build(b, "1.2.3.35", NULL, &n);
+    CHECK(find(f, n, SCS("ISO_IR 192"), SCS_LEN) > 0);
+    CHECK(find(f, n, "M\xc3\xbcller^J\xc3\xbcrgen", 15) > 0);
+    free(f);
+    b = cs_dataset("1.2.3.35", NULL);
+    ds_val(b, 0x00080060, "CS", "\xc3\x9c", NULL);    /* invalid CS, but no text VR */
+    f = cs_build(b, "1.2.3.35", NULL, &n);
+    CHECK(find(f, n, SCS_TAG, 6) < 0);
+    free(f);
+
+    /* Greek; a value by InlineBinary is bytes already encoded: kept */
+    b = cs_dataset("1.2.3.36", "ISO_IR 126");
+    ds_val(b, 0x00100010, "PN", "\xce\xa9mega^\xce\xb1", NULL);
+    ds_inline(b, 0x00204000, "LT", latin1_raw, sizeof(latin1_raw));
+    f = cs_build(b, "1.2.3.36", NULL, &n);
+    CHECK(find(f, n, SCS("ISO_IR 126"), SCS_LEN) > 0);
+    CHECK(find(f, n, "PN\x08\x00\xd9mega^\xe1 ", 12) > 0);
+    CHECK(find(f, n, "LT\x04\x00R\xe4w ", 8) > 0);
+    free(f);
+
+    /* nested items: one inherits Latin-1, one declares Greek, one declares
+     * Latin-1 but cannot be converted (only that item becomes UTF-8), one
+     * declares UTF-8; a sequence inside an inheriting item inherits too */
+    {
+        ds_builder_t *items[4], *deep = ds_new();
+        b = cs_dataset("1.2.3.37", "ISO_IR 100");
+        ds_val(b, 0x00100010, "PN", "J\xc3\xbcrgen", NULL);
+        ds_val(deep, 0x00080104, "LO", "\xc3\xa9t\xc3\xa9", NULL);
+        items[0] = ds_new();
+        ds_val(items[0], 0x00081030, "LO", "Stra\xc3\x9f" "e", NULL);
+        add_items(items[0], 0x00082218, 1, &deep);
+        items[1] = ds_new();
+        ds_val(items[1], 0x00080005, "CS", "ISO_IR 126", NULL);
+        ds_val(items[1], 0x00081030, "LO", "\xce\x94\xce\xb5", NULL);
+        items[2] = ds_new();
+        ds_val(items[2], 0x00080005, "CS", "ISO_IR 100", NULL);
+        ds_val(items[2], 0x00081030, "LO", "\xc3\xa4\xce\xa9", NULL);
+        items[3] = ds_new();
+        ds_val(items[3], 0x00080005, "CS", "ISO_IR 192", NULL);
+        ds_val(items[3], 0x00081030, "LO", "\xc3\xb6\xc3\xb6", NULL);
+        add_items(b, 0x00081140, 4, items);
+        f = cs_build(b, "1.2.3.37", NULL, &n);
+        CHECK_INT(count(f, n, SCS("ISO_IR 100"), SCS_LEN), 1);
+        CHECK_INT(count(f, n, SCS("ISO_IR 126"), SCS_LEN), 1);
+        CHECK_INT(count(f, n, SCS("ISO_IR 192"), SCS_LEN), 2);
+        CHECK(find(f, n, "PN\x06\x00J\xfcrgen", 10) > 0);
+        CHECK(find(f, n, "LO\x06\x00Stra\xdf" "e", 10) > 0);
+        CHECK(find(f, n, "LO\x04\x00\xe9t\xe9 ", 8) > 0);
+        CHECK(find(f, n, "LO\x02\x00\xc4\xe5", 6) > 0);
+        CHECK(find(f, n, "LO\x04\x00\xc3\xa4\xce\xa9", 8) > 0);
+        CHECK(find(f, n, "LO\x04\x00\xc3\xb6\xc3\xb6", 8) > 0);
+        free(f);
+    }
+
+    /* attributes after Pixel Data follow the dataset's character set */
+    {
+        static const unsigned char px[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+        bulk_table_t t = { 0 };
+        b = ds_image(CLASS_CT, "1.2.3.38", "2", "8");
+        ds_val(b, 0x00080005, "CS", "ISO_IR 100", NULL);
+        ds_bulk(b, 0x7FE00010, "OB", "px");
+        ds_val(b, 0x7FE10010, "LO", "G\xc3\xbcnther", NULL);
+        add_part(&t, "px", write_part("cs.raw", px, sizeof(px)), "application/octet-stream",
+                 NULL);
+        f = cs_build(b, "1.2.3.38", &t, &n);
+        CHECK(find(f, n, SCS("ISO_IR 100"), SCS_LEN) > 0);
+        CHECK(n > 16 && memcmp(f + n - 16, "\xe1\x7f\x10\x00LO\x08\x00G\xfcnther ", 16) == 0);
+        free(f);
+    }
+}
+
 /* --- the JSON description mode (t/test_015_build.py) ---------------------- */
 
 static int
@@ -971,6 +1170,7 @@ main(int argc, char **argv)
     test_private_and_inline();
     test_failures();
     test_trailer();
+    test_charset();
     nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     return unit_summary();
 }

@@ -34,9 +34,9 @@ endif
 OPT_FLAGS ?= -O2 -g
 
 CORE_SRC := stowrs_multipart.c stowrs_uid.c stowrs_outcome.c stowrs_response.c \
-            stowrs_store.c stowrs_stow.c
+            stowrs_store.c stowrs_stow.c stowrs_meta.c
 CORE_HDR := $(CORE_SRC:.c=.h) stowrs_dicom.h
-MOD_SRC  := mod_stowrs.c $(CORE_SRC)
+MOD_SRC  := mod_stowrs.c mod_stowrs_shm.c $(CORE_SRC)
 
 .PHONY: all install run test unit lint clean deps check-tree
 

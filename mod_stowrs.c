@@ -20,6 +20,7 @@
 #include "http_protocol.h"
 #include "http_request.h"
 #include "unixd.h"
+#include "mod_status.h"
 
 #include <apr_strings.h>
 #include <apr_uri.h>
@@ -46,6 +47,7 @@
 typedef struct {
     request_rec *r;
     const char *where;
+    const char *counter_name;       /* the <Location> whose counters move */
     int stored;
     int failed;
 } stowrs_req_t;
@@ -123,6 +125,7 @@ log_outcome(void *baton, const stowrs_outcome_t *o, const stowrs_part_info_t *in
     stowrs_req_t *rq = baton;
     request_rec *r = rq->r;
 
+    stowrs_shm_count_outcome(rq->counter_name, o->failure_reason, info->bytes);
     if (o->failure_reason) {
         rq->failed++;
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, STOWRS_LOGNO(0201)
@@ -147,6 +150,20 @@ log_outcome(void *baton, const stowrs_outcome_t *o, const stowrs_part_info_t *in
                   o->study_instance_uid ? o->study_instance_uid : "-",
                   o->series_instance_uid ? o->series_instance_uid : "-",
                   info->final_path ? info->final_path : "-");
+}
+
+static void
+log_notes(request_rec *r, const stowrs_req_t *rq, const stowrs_stow_t *stow)
+{
+    const apr_array_header_t *notes = stowrs_stow_notes(stow);
+    int i;
+
+    for (i = 0; i < notes->nelts; i++) {
+        const stowrs_stow_note_t *n = &APR_ARRAY_IDX(notes, i, stowrs_stow_note_t);
+
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, STOWRS_LOGNO(0205)
+                      "[%s] part %u: %s", rq->where, n->part_no, n->text);
+    }
 }
 
 /* Fill the core's view of the configuration from the merged per-dir one. */
@@ -216,7 +233,8 @@ answer_outcomes(request_rec *r, const stowrs_req_t *rq, const apr_array_header_t
  * @return OK to go on, or the answer already given */
 static int
 precheck(request_rec *r, const stowrs_dir_conf_t *conf, const char *where,
-         const char *study, const char **boundary, stowrs_resp_format_e *fmt)
+         const char *study, const char **boundary, stowrs_resp_format_e *fmt,
+         stowrs_stow_mode_e *mode)
 {
     const char *ct = apr_table_get(r->headers_in, "Content-Type");
     const char *cl = apr_table_get(r->headers_in, "Content-Length");
@@ -244,11 +262,21 @@ precheck(request_rec *r, const stowrs_dir_conf_t *conf, const char *where,
                            "Content-Type must be multipart/related; type=\"application/dicom\"");
     }
     type = apr_table_get(mt.params, "type");
-    if (!type || strcasecmp(type, "application/dicom") != 0) {
+    if (type && strcasecmp(type, "application/dicom") == 0) {
+        *mode = STOWRS_STOW_DICOM;
+    }
+    else if (type && strcasecmp(type, "application/dicom+xml") == 0) {
+        *mode = STOWRS_STOW_XML;
+    }
+    else if (type && strcasecmp(type, "application/dicom+json") == 0) {
+        *mode = STOWRS_STOW_JSON;
+    }
+    else {
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, STOWRS_LOGNO(0104)
                       "[%s] unsupported multipart/related type", where);
         return answer_text(r, HTTP_UNSUPPORTED_MEDIA_TYPE,
-                           "the multipart/related type parameter must be application/dicom");
+                           "the multipart/related type parameter must be application/dicom, "
+                           "application/dicom+xml or application/dicom+json");
     }
     *boundary = apr_table_get(mt.params, "boundary");
     if (!*boundary || !stowrs_mp_boundary_valid(*boundary)) {
@@ -263,6 +291,13 @@ precheck(request_rec *r, const stowrs_dir_conf_t *conf, const char *where,
                       "[%s] Accept lists nothing we can produce", where);
         return answer_text(r, HTTP_NOT_ACCEPTABLE,
                            "the response is application/dicom+xml or application/dicom+json");
+    }
+    if (!stowrs_shm_admit(r, conf_location(conf), conf->max_requests == STOWRS_UNSET
+                                                   ? 0 : conf->max_requests)) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, STOWRS_LOGNO(0110)
+                      "[%s] StowRSMaxRequests %d reached", where, conf->max_requests);
+        return answer_text(r, HTTP_SERVICE_UNAVAILABLE,
+                           "too many simultaneous STOW-RS requests; retry later");
     }
     if (cl && conf->max_body > 0) {
         apr_off_t declared;
@@ -396,6 +431,7 @@ stowrs_handler(request_rec *r)
     stowrs_stow_t *stow;
     stowrs_req_t *rq;
     stowrs_resp_format_e fmt = STOWRS_RESP_XML;
+    stowrs_stow_mode_e mode = STOWRS_STOW_DICOM;
     const char *base = NULL, *study = NULL, *boundary = NULL, *retrieve_base;
     int rc;
 
@@ -412,7 +448,7 @@ stowrs_handler(request_rec *r)
                            "not a STOW-RS resource: POST to .../studies or "
                            ".../studies/{StudyInstanceUID}");
     }
-    rc = precheck(r, conf, base, study, &boundary, &fmt);
+    rc = precheck(r, conf, base, study, &boundary, &fmt, &mode);
     if (rc != DECLINED) {
         return rc;
     }
@@ -425,13 +461,19 @@ stowrs_handler(request_rec *r)
 
     core = apr_palloc(r->pool, sizeof(*core));
     core_conf(r, conf, study, core);
+    core->mode = mode;
+    core->request_url = ap_construct_url(r->pool, r->uri, r);
+    core->max_metadata = conf->max_metadata == STOWRS_UNSET ? STOWRS_DEFAULT_MAX_METADATA
+                                                            : conf->max_metadata;
     rq = apr_pcalloc(r->pool, sizeof(*rq));
     rq->r = r;
     rq->where = base;
+    rq->counter_name = conf_location(conf);
     if (stowrs_stow_create(r->pool, core, boundary, log_outcome, rq, &stow) != APR_SUCCESS) {
         return answer_text(r, HTTP_BAD_REQUEST, "unusable boundary");
     }
     rc = read_body(r, conf, rq, stow);
+    log_notes(r, rq, stow);
     if (rc != OK) {
         return rc == DONE ? OK : rc;
     }
@@ -460,6 +502,8 @@ create_dir_conf(apr_pool_t *p, char *dir)
     conf->sync = STOWRS_UNSET;
     conf->overwrite = STOWRS_UNSET;
     conf->max_body = STOWRS_UNSET;
+    conf->max_metadata = STOWRS_UNSET;
+    conf->max_requests = STOWRS_UNSET;
     return conf;
 }
 
@@ -479,6 +523,10 @@ merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     conf->sync = add->sync != STOWRS_UNSET ? add->sync : base->sync;
     conf->overwrite = add->overwrite != STOWRS_UNSET ? add->overwrite : base->overwrite;
     conf->max_body = add->max_body != STOWRS_UNSET ? add->max_body : base->max_body;
+    conf->max_metadata = add->max_metadata != STOWRS_UNSET ? add->max_metadata
+                                                           : base->max_metadata;
+    conf->max_requests = add->max_requests != STOWRS_UNSET ? add->max_requests
+                                                           : base->max_requests;
     conf->retrieve_base = add->retrieve_base ? add->retrieve_base : base->retrieve_base;
     conf->sop_classes_set = add->sop_classes_set || base->sop_classes_set;
     conf->sop_classes = add->sop_classes_set ? add->sop_classes : base->sop_classes;
@@ -618,19 +666,50 @@ set_accept_transfer_syntax(cmd_parms *cmd, void *dconf, int argc, char *const ar
     return NULL;
 }
 
+/* A byte count, as core's LimitRequestBody: apr_strtoff, then the end
+ * and the sign. */
+static const char *
+byte_count(cmd_parms *cmd, const char *arg, apr_off_t *out)
+{
+    apr_off_t n;
+    char *end;
+
+    if (apr_strtoff(&n, arg, &end, 10) != APR_SUCCESS || end == arg || *end || n < 0) {
+        return apr_psprintf(cmd->pool, "%s: \"%s\" is not a number of bytes (0 = unlimited)",
+                            cmd->cmd->name, arg);
+    }
+    *out = n;
+    return NULL;
+}
+
 static const char *
 set_max_body_size(cmd_parms *cmd, void *dconf, const char *arg)
 {
     stowrs_dir_conf_t *conf = dconf;
-    char *end;
 
-    /* As core's LimitRequestBody: apr_strtoff, then the end and the sign. */
-    if (apr_strtoff(&conf->max_body, arg, &end, 10) != APR_SUCCESS || *end
-        || conf->max_body < 0) {
-        conf->max_body = STOWRS_UNSET;
-        return apr_psprintf(cmd->pool, "StowRSMaxBodySize: \"%s\" is not a number of bytes "
-                            "(0 = unlimited)", arg);
+    return byte_count(cmd, arg, &conf->max_body);
+}
+
+static const char *
+set_max_metadata_size(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    stowrs_dir_conf_t *conf = dconf;
+
+    return byte_count(cmd, arg, &conf->max_metadata);
+}
+
+static const char *
+set_max_requests(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    stowrs_dir_conf_t *conf = dconf;
+    char *end;
+    apr_int64_t n = apr_strtoi64(arg, &end, 10);
+
+    if (end == arg || *end || n < 0 || n > 1000000) {
+        return apr_psprintf(cmd->pool, "StowRSMaxRequests: \"%s\" is not a number of "
+                            "requests from 0 (unlimited) to 1000000", arg);
     }
+    conf->max_requests = (int)n;
     return NULL;
 }
 
@@ -703,6 +782,13 @@ static const command_rec stowrs_cmds[] = {
                       "syntax UIDs or names"),
     AP_INIT_TAKE1("StowRSMaxBodySize", set_max_body_size, NULL, RSRC_CONF | ACCESS_CONF,
                   "largest request body in bytes, 0 for no limit"),
+    AP_INIT_TAKE1("StowRSMaxMetadataSize", set_max_metadata_size, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "largest metadata part (application/dicom+xml or +json) in bytes, "
+                  "0 for no limit"),
+    AP_INIT_TAKE1("StowRSMaxRequests", set_max_requests, NULL, RSRC_CONF | ACCESS_CONF,
+                  "simultaneous requests this location serves across all httpd "
+                  "processes, 0 for no limit"),
     AP_INIT_TAKE1("StowRSOverwritePolicy", set_overwrite_policy, NULL,
                   RSRC_CONF | ACCESS_CONF,
                   "what a duplicate instance does: Never, Always or Reject"),
@@ -748,6 +834,9 @@ stowrs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, serve
         return OK;
     }
     xmlInitParser();
+    if (stowrs_shm_init(pconf, s) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     if (stowrs_dicom_global_init(errbuf, sizeof(errbuf)) != 0) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, STOWRS_LOGNO(0001)
                      "dcmtk is not usable: %s", errbuf);
@@ -781,8 +870,13 @@ stowrs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, serve
             }
         }
     }
-    (void)pconf;
     return OK;
+}
+
+static void
+stowrs_child_init(apr_pool_t *p, server_rec *s)
+{
+    stowrs_shm_child_init(p, s);
 }
 
 static void
@@ -790,6 +884,8 @@ stowrs_register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_hook_post_config(stowrs_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(stowrs_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ap, status_hook, stowrs_shm_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(stowrs_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

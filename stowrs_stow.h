@@ -17,7 +17,17 @@
 extern "C" {
 #endif
 
+/** What the request's root type says the parts are. */
+typedef enum {
+    STOWRS_STOW_DICOM = 0,          /**< type="application/dicom": PS3.10 files */
+    STOWRS_STOW_XML,                /**< type="application/dicom+xml": metadata + bulk */
+    STOWRS_STOW_JSON                /**< type="application/dicom+json": metadata + bulk */
+} stowrs_stow_mode_e;
+
 typedef struct {
+    stowrs_stow_mode_e mode;
+    const char *request_url;        /**< absolute URL POSTed to, for BulkData URIs */
+    apr_off_t max_metadata;         /**< bytes of one metadata part, 0 = unlimited */
     stowrs_store_conf_t store;
     stowrs_accept_t accept;
     const char *url_study_uid;      /**< from /studies/{uid}, or NULL */
@@ -66,6 +76,15 @@ void stowrs_stow_abort(stowrs_stow_t *s);
 
 /** @return the array of stowrs_outcome_t of finished parts */
 const apr_array_header_t *stowrs_stow_outcomes(const stowrs_stow_t *s);
+
+/** Something worth a log line that is not an outcome (an ignored part). */
+typedef struct {
+    unsigned int part_no;
+    const char *text;               /**< no UIDs, no attribute values */
+} stowrs_stow_note_t;
+
+/** @return the array of stowrs_stow_note_t gathered so far */
+const apr_array_header_t *stowrs_stow_notes(const stowrs_stow_t *s);
 
 /** @return the parser, for its error, offset and stats */
 const stowrs_mp_parser_t *stowrs_stow_parser(const stowrs_stow_t *s);

@@ -450,9 +450,11 @@ stowrs_handler(request_rec *r)
     }
     rc = precheck(r, conf, base, study, &boundary, &fmt, &mode);
     if (rc != DECLINED) {
+        stowrs_shm_release(r);
         return rc;
     }
     if (!conf->archive) {
+        stowrs_shm_release(r);
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, STOWRS_LOGNO(0109)
                       "[%s] no StowRSArchive configured for this location", base);
         return answer_text(r, HTTP_INTERNAL_SERVER_ERROR,
@@ -473,6 +475,7 @@ stowrs_handler(request_rec *r)
         return answer_text(r, HTTP_BAD_REQUEST, "unusable boundary");
     }
     rc = read_body(r, conf, rq, stow);
+    stowrs_shm_release(r);
     log_notes(r, rq, stow);
     if (rc != OK) {
         return rc == DONE ? OK : rc;

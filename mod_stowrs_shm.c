@@ -229,7 +229,19 @@ stowrs_shm_admit(request_rec *r, const char *location, int max_requests)
     mine->location = index;
     apr_global_mutex_unlock(claim_mutex);
     apr_pool_cleanup_register(r->pool, mine, release_worker, apr_pool_cleanup_null);
+    ap_set_module_config(r->request_config, &stowrs_module, mine);
     return 1;
+}
+
+void
+stowrs_shm_release(request_rec *r)
+{
+    shm_worker_t *mine = ap_get_module_config(r->request_config, &stowrs_module);
+
+    if (mine) {
+        apr_pool_cleanup_run(r->pool, mine, release_worker);
+        ap_set_module_config(r->request_config, &stowrs_module, NULL);
+    }
 }
 
 void

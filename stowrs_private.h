@@ -63,6 +63,13 @@ void stowrs_shm_child_init(apr_pool_t *p, server_rec *s);
  */
 int stowrs_shm_admit(request_rec *r, const char *location, int max_requests);
 
+/**
+ * Give back the place stowrs_shm_admit claimed, before the answer goes
+ * out: a client that sends its next request as soon as it has the answer
+ * must find the place free. Idempotent; r->pool's cleanup is the fallback.
+ */
+void stowrs_shm_release(request_rec *r);
+
 /** Count one instance's outcome for @c location. */
 void stowrs_shm_count_outcome(const char *location, unsigned int failure_reason,
                               apr_off_t bytes);

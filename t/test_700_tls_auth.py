@@ -29,6 +29,10 @@ from stowrs_env import LOCATION, REPO, STOW_PATH, module_path
 # Debian's mod_ssl warns at every start when the libssl3 installed is older
 # than the one it was built against (AH01882), a state of the machine.
 SSL_START = "AH01882"
+# The event MPM logs these when a TLS client closes while httpd lingers
+# on the connection (the tests do that on purpose); they are httpd's, not
+# the module's, and come and go with timing.
+EVENT_CLOSE = ("AH03092", "AH03093")
 # authz_core: "user bob: authorization failure" / "client denied by server
 # configuration" (Require expr); auth_basic: password mismatch
 AUTHZ_USER = "AH01631"
@@ -143,7 +147,7 @@ def assert_stored_over_tls(h, port, resp, data, uids):
 
 
 # ---------------------------------------------------------------- Basic authentication
-@pytest.mark.expect_log(SSL_START)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START)
 def test_700_01_no_credentials_401_before_the_body(basic_srv, pki):
     h = basic_srv
     data, uids = ct()
@@ -160,7 +164,7 @@ def test_700_01_no_credentials_401_before_the_body(basic_srv, pki):
     assert_untouched(h, mark)
 
 
-@pytest.mark.expect_log(SSL_START)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START)
 def test_700_02_no_credentials_without_expect(basic_srv, pki):
     """A client without Expect: 100-continue sends the body anyway; httpd
     answers 401 and the module never sees it."""
@@ -175,7 +179,7 @@ def test_700_02_no_credentials_without_expect(basic_srv, pki):
     assert_untouched(h, mark)
 
 
-@pytest.mark.expect_log(SSL_START)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START)
 def test_700_03_without_expect_httpd_waits_for_the_body(basic_srv, pki):
     """What conf/stowrs-tls.conf says: without Expect: 100-continue, httpd
     reads (and throws away) the declared body before it answers 401, so an
@@ -195,7 +199,7 @@ def test_700_03_without_expect_httpd_waits_for_the_body(basic_srv, pki):
     assert_untouched(h, mark)
 
 
-@pytest.mark.expect_log(SSL_START, PASSWORD_MISMATCH)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START, PASSWORD_MISMATCH)
 def test_700_04_wrong_password_401(basic_srv, pki):
     h = basic_srv
     mark = h.mark()
@@ -208,7 +212,7 @@ def test_700_04_wrong_password_401(basic_srv, pki):
     assert h.wait_log(PASSWORD_MISMATCH, since=mark), "no %s line" % PASSWORD_MISMATCH
 
 
-@pytest.mark.expect_log(SSL_START, AUTHZ_USER)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START, AUTHZ_USER)
 @pytest.mark.parametrize("expect", [True, False], ids=["expect-100", "no-expect"])
 def test_700_05_user_not_admitted_403(basic_srv, pki, expect):
     h = basic_srv
@@ -225,7 +229,7 @@ def test_700_05_user_not_admitted_403(basic_srv, pki, expect):
     assert h.wait_log(AUTHZ_USER, since=mark)
 
 
-@pytest.mark.expect_log(SSL_START, AUTHZ_USER)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START, AUTHZ_USER)
 def test_700_06_without_forbidden_on_failure_it_is_401(make_httpd, pki):
     """Why the example sets AuthzSendForbiddenOnFailure On: by default
     httpd answers a valid user whom Require does not admit with 401, as it
@@ -239,7 +243,7 @@ def test_700_06_without_forbidden_on_failure_it_is_401(make_httpd, pki):
     assert_untouched(h, mark)
 
 
-@pytest.mark.expect_log(SSL_START)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START)
 @pytest.mark.parametrize("expect", [True, False], ids=["expect-100", "no-expect"])
 def test_700_07_admitted_user_stores_over_tls(basic_srv, pki, expect):
     h = basic_srv
@@ -252,7 +256,7 @@ def test_700_07_admitted_user_stores_over_tls(basic_srv, pki, expect):
     assert h.wait_spool_empty() == []
 
 
-@pytest.mark.expect_log(SSL_START)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START)
 def test_700_08_admitted_user_several_instances_json(basic_srv, pki):
     """More than one part and a JSON answer, over TLS: the module's output
     goes through mod_ssl's filters unchanged."""
@@ -270,7 +274,7 @@ def test_700_08_admitted_user_several_instances_json(basic_srv, pki):
         h.assert_stored(d, u)
 
 
-@pytest.mark.expect_log(SSL_START)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START)
 def test_700_09_plain_http_to_the_tls_port_400(basic_srv):
     h = basic_srv
     data, uids = ct()
@@ -287,7 +291,7 @@ def test_700_09_plain_http_to_the_tls_port_400(basic_srv):
     assert_untouched(h, mark)
 
 
-@pytest.mark.expect_log(SSL_START)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START)
 def test_700_10_curl_over_https_with_basic_auth(basic_srv, pki, new_workdir):
     """The README's curl command, with https, --cacert and -u: no
     credentials -> 401, alice -> 200 and stored."""
@@ -323,7 +327,7 @@ def ctx_version(pki, cert, version):
     return ctx
 
 
-@pytest.mark.expect_log(SSL_START)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START)
 @pytest.mark.parametrize("version", TLS_VERSIONS, ids=["tls1.2", "tls1.3"])
 @pytest.mark.parametrize("who", ["no-cert", "untrusted-ca"])
 def test_700_11_client_certificate_required(cert_srv, pki, version, who):
@@ -344,7 +348,7 @@ def test_700_11_client_certificate_required(cert_srv, pki, version, who):
     assert_untouched(h, mark)
 
 
-@pytest.mark.expect_log(SSL_START)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START)
 @pytest.mark.parametrize("version", TLS_VERSIONS, ids=["tls1.2", "tls1.3"])
 def test_700_12_client_certificate_stores(cert_srv, pki, version):
     h = cert_srv
@@ -355,7 +359,7 @@ def test_700_12_client_certificate_stores(cert_srv, pki, version):
     assert_stored_over_tls(h, h.port, r, data, uids)
 
 
-@pytest.mark.expect_log(SSL_START, AUTHZ_DENIED)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START, AUTHZ_DENIED)
 @pytest.mark.parametrize("expect", [True, False], ids=["expect-100", "no-expect"])
 def test_700_13_require_expr_on_the_common_name(cert_srv, pki, expect):
     """A certificate from the trusted CA with CN=other passes the handshake
@@ -377,7 +381,7 @@ def test_700_13_require_expr_on_the_common_name(cert_srv, pki, expect):
     assert_stored_over_tls(h, h.port, r, data, uids)
 
 
-@pytest.mark.expect_log(SSL_START, "AH02018", "AH02257", "AH10228")
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START, "AH02018", "AH02257", "AH10228")
 @pytest.mark.parametrize("version", TLS_VERSIONS, ids=["tls1.2", "tls1.3"])
 def test_700_14_location_level_verify_client_buffers_the_body(make_httpd, pki, version):
     """Why the example sets SSLVerifyClient for a whole virtual host: in a
@@ -447,7 +451,7 @@ def test_700_20_example_tls_conf_syntax_ok(conf_httpd, pki):
     assert rc != 0 and "AuthUserFiel" in out, out
 
 
-@pytest.mark.expect_log(SSL_START, AUTHZ_USER)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START, AUTHZ_USER)
 def test_700_21_example_basic_auth_vhost(conf_httpd, pki):
     h = example_server(conf_httpd, pki)
     ctx = tlshelp.client_context(pki)
@@ -473,7 +477,7 @@ def test_700_21_example_basic_auth_vhost(conf_httpd, pki):
     assert re.search(pattern, log), log
 
 
-@pytest.mark.expect_log(SSL_START, AUTHZ_DENIED)
+@pytest.mark.expect_log(*EVENT_CLOSE, SSL_START, AUTHZ_DENIED)
 def test_700_22_example_client_certificate_vhost(conf_httpd, pki):
     h = example_server(conf_httpd, pki)
     data, uids = ct()

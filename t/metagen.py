@@ -213,8 +213,9 @@ def ct_512(**kw):
 
 def mr(**kw):
     """MR 256x256x16 native, UTF-8 (ISO_IR 192) with non-ASCII text and a
-    three-group person name, and an overlay whose 8 KiB OverlayData is bulk
-    data (an OW value that is not pixel data)."""
+    three-group person name, an overlay whose 8 KiB OverlayData is bulk
+    data (an OW value that is not pixel data), and an icon image whose
+    nested 4 KiB Pixel Data is bulk data too."""
     ds = g.ct_dataset(rows=256, cols=256, sop_class=MR, **kw)
     ds.file_meta.MediaStorageSOPClassUID = MR
     ds.Modality = "MR"
@@ -240,6 +241,18 @@ def mr(**kw):
     ds.add_new(0x60000100, "US", 1)         # OverlayBitsAllocated
     ds.add_new(0x60000102, "US", 0)         # OverlayBitPosition
     ds.add_new(0x60003000, "OW", os.urandom(256 * 256 // 8))
+    icon = Dataset()                        # nested Pixel Data of 4 KiB: bulk data
+    icon.SamplesPerPixel = 1
+    icon.PhotometricInterpretation = "MONOCHROME2"
+    icon.Rows = 64
+    icon.Columns = 64
+    icon.BitsAllocated = 8
+    icon.BitsStored = 8
+    icon.HighBit = 7
+    icon.PixelRepresentation = 0
+    icon.PixelData = os.urandom(64 * 64)
+    icon["PixelData"].VR = "OB"
+    ds.IconImageSequence = Sequence([icon])
     return Original(_write(ds), "mr")
 
 
@@ -1226,11 +1239,14 @@ def check_stored_file(path, orig, ts=None, numeric_strings=False, expect=None, s
 
 
 # ================================================================ test helpers
-def small_sc8(rows=16, cols=16, **kw):
+def small_sc8(rows=16, cols=16, private=False, **kw):
     """A small 8-bit Secondary Capture (pixel data OB): for dcm2xml, which
-    writes OW values byte-swapped."""
+    writes OW values byte-swapped. @private adds a private block without
+    OW values."""
     ds = g.ct_dataset(rows=rows, cols=cols, sop_class=SC, pixel_bytes=os.urandom(rows * cols),
                       **kw)
+    if private:
+        _private_block(ds, big_private=False)
     ds.file_meta.MediaStorageSOPClassUID = SC
     ds.Modality = "OT"
     ds.ConversionType = "WSD"

@@ -133,13 +133,13 @@ def test_600_04_chunk_split_invariant(httpd):
 
 
 def test_600_05_part_type_parameters(httpd):
-    """A metadata part typed 'application/dicom+xml; charset=utf-8' and a
-    request type in another case are still metadata."""
+    """A metadata part typed 'application/dicom+xml; charset=utf-8' is
+    still metadata."""
     orig = mg.small_ct()
     meta = _xml(httpd, orig)
     parts = [({"Content-Type": "application/dicom+xml; charset=utf-8"}, meta.body)] + \
         [p.part() for p in meta.bulk]
-    resp = mime.stow(httpd.port, mime.multipart_body(parts), root="Application/DICOM+XML")
+    resp = mime.stow(httpd.port, mime.multipart_body(parts), root=XML)
     check_answer(httpd, resp, 200, stored=[orig.uids])
     mg.assert_roundtrip(httpd, orig)
 
@@ -730,3 +730,114 @@ def test_600_32_large_native_streamed(httpd):
     assert mg.diff_datasets(ds, st, skip={mg.PIXEL_DATA}) == []
     assert mg.check_meta_header(path, mg.MF_GRAY_WORD_SC, uids["sop"], EXPLICIT) == []
     path.unlink()
+
+
+# =============================================================== XML forms
+_NAMES = ("NativeDicomModel|DicomAttribute|Value|PersonName|Alphabetic|Ideographic|"
+          "Phonetic|FamilyName|GivenName|MiddleName|NamePrefix|NameSuffix|Item|BulkData|"
+          "InlineBinary")
+
+
+def _prefixed(text):
+    text = re.sub(r"<(/?)(%s)\b" % _NAMES, r"<\1d:\2", text)
+    return text.replace('xmlns="%s"' % mg.NS, 'xmlns:d="%s"' % mg.NS)
+
+
+XML_FORMS = {
+    # the same document written differently, all well-formed XML
+    "pretty-with-comments": lambda m: mg.to_xml(m.ds, namer=m.namer, pretty=True).body
+    .decode().replace("<DicomAttribute", "<!-- a comment -->\n  <DicomAttribute", 3)
+    .replace("</NativeDicomModel>", "<!-- end --></NativeDicomModel>").encode(),
+    "crlf-line-ends": lambda m: mg.to_xml(m.ds, namer=m.namer, pretty=True).body
+    .replace(b"\n", b"\r\n"),
+    "prefixed-namespace": lambda m: _prefixed(mg.to_xml(m.ds, namer=m.namer).body.decode())
+    .encode(),
+    "no-namespace": lambda m: mg.to_xml(m.ds, namer=m.namer).body
+    .replace(b' xmlns="%s"' % mg.NS.encode(), b""),
+    "no-keywords": lambda m: mg.to_xml(m.ds, namer=m.namer, keyword=False).body,
+    "lowercase-tags": lambda m: re.sub(rb'tag="([0-9A-F]{8})"',
+                                       lambda x: b'tag="' + x.group(1).lower() + b'"',
+                                       mg.to_xml(m.ds, namer=m.namer).body),
+    "cdata-and-single-quotes": lambda m: mg.to_xml(m.ds, namer=m.namer).body
+    .replace(b">SECRETID4711<", b"><![CDATA[SECRETID4711]]><")
+    .replace(b'keyword="PatientID"', b"keyword='PatientID'"),
+    "no-xml-declaration": lambda m: mg.to_xml(m.ds, namer=m.namer).body.split(b"?>", 1)[1],
+    "latin1-encoding": lambda m: mg.to_xml(m.ds, namer=m.namer, encoding="ISO-8859-1").body,
+}
+
+
+class _Src:
+    def __init__(self, ds, namer):
+        self.ds, self.namer = ds, namer
+
+
+@pytest.mark.parametrize("form", sorted(XML_FORMS))
+def test_600_33_xml_forms(httpd, form):
+    """Ways of writing the same Native DICOM Model document that XML (and
+    the PS3.19 schema: keyword optional, tag hex in either case) allow:
+    the stored file is the same."""
+    orig = mg.ct_512()
+    namer = _namer(httpd)
+    ref = mg.to_xml(orig.ds, namer=namer)           # its bulk parts
+    body = XML_FORMS[form](_Src(orig.ds, namer))
+    from lxml import etree
+    doc = etree.fromstring(body)
+    assert doc.tag.endswith("NativeDicomModel")
+    if form not in ("no-namespace",):
+        mg.validate_xml(body)
+    parts = [({"Content-Type": XML}, body)] + [p.part() for p in ref.bulk]
+    check_answer(httpd, mg.post_parts(httpd, parts, XML), 200, stored=[orig.uids])
+    mg.assert_roundtrip(httpd, orig)
+
+
+# =============================================================== many
+def test_600_34_many_objects(httpd):
+    """40 objects with their bulk data in one request: all stored, each
+    equal to its original."""
+    study = g.uid()
+    origs = [mg.small_ct(study=study, rows=8 + i % 5, cols=8) for i in range(40)]
+    metas = [_xml(httpd, o) for o in origs]
+    check_answer(httpd, mg.post_xml(httpd, metas), 200, stored=[o.uids for o in origs])
+    for o in origs:
+        mg.assert_roundtrip(httpd, o, dump=False)
+
+
+def test_600_35_many_frames(httpd):
+    """120 JPEG frames under one Content-Location: 120 fragments in order,
+    a basic offset table of 120 entries."""
+    frames = [mg.jpeg_frame(300 + 7 * i) for i in range(120)]
+    orig = mg.multiframe_encapsulated(frames)
+    meta = _xml(httpd, orig)
+    assert len(meta.bulk) == 120
+    check_answer(httpd, mg.post_xml(httpd, [meta]), 200, stored=[orig.uids])
+    _check_fragments(httpd, orig, mg.JPEG_BASELINE, frames)
+
+
+# =============================================================== private tags
+def _zero_private_blocks(body):
+    """Private element tags written as dcmtk's dcm2xml writes them in the
+    Native DICOM Model: gggg00ee, the block left to the privateCreator."""
+    return re.sub(rb'tag="([0-9A-F]{4})([0-9A-F]{2})([0-9A-F]{2})"( vr="[A-Z]{2}")'
+                  rb'( privateCreator=)',
+                  lambda m: b'tag="' + m.group(1) + b"00" + m.group(3) + b'"' + m.group(4)
+                  + m.group(5), body)
+
+
+@pytest.mark.parametrize("writer", ["dcm2xml", "metagen-block-zeroed"])
+def test_600_36_private_tags_block_from_creator(httpd, writer):
+    """A private attribute with privateCreator names its block through the
+    creator: dcm2xml writes (0019,1001) of creator "STOWRS TEST" as
+    tag="00190001" privateCreator="STOWRS TEST". The stored file must have
+    it at (0019,1001) again, in the block (0019,0010) reserves for that
+    creator (dcm4che reads it so too); (0019,0001) is not even a legal
+    private element number (PS3.5 §7.8.1)."""
+    orig = mg.small_sc8(private=True)
+    if writer == "dcm2xml":
+        meta = mg.dcm2xml(orig.data)
+        assert b'tag="00190001"' in meta.body, meta.body[:2000]
+    else:
+        meta = _xml(httpd, orig)
+        meta.body = _zero_private_blocks(meta.body)
+        assert b'tag="00190001" vr="OB" privateCreator="STOWRS TEST"' in meta.body
+    check_answer(httpd, mg.post_xml(httpd, [meta]), 200, stored=[orig.uids])
+    mg.assert_roundtrip(httpd, orig, dump=False)

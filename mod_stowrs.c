@@ -480,6 +480,15 @@ stowrs_handler(request_rec *r)
     if (rc != OK) {
         return rc == DONE ? OK : rc;
     }
+    if (stowrs_stow_outcomes(stow)->nelts == 0) {
+        /* Well framed, but nothing in it was an instance (an empty JSON
+         * array, only ignored parts): no item could say why, so say it here. */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, STOWRS_LOGNO(0305)
+                      "[%s] the request held no instance", base);
+        return answer_text(r, HTTP_BAD_REQUEST,
+                           "the request holds no instance: no application/dicom part, "
+                           "and no metadata object of the request's type");
+    }
     retrieve_base = conf->retrieve_base ? conf->retrieve_base
                                         : ap_construct_url(r->pool, base, r);
     return answer_outcomes(r, rq, stowrs_stow_outcomes(stow), fmt, retrieve_base);

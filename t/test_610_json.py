@@ -425,3 +425,23 @@ def test_610_22_same_object_twice(httpd):
     check_answer(httpd, _post_array(httpd, [m1.obj, m1.obj], [m1]), 200,
                  stored=[orig.uids, orig.uids])
     mg.assert_roundtrip(httpd, orig, numeric_strings=True)
+
+
+@pytest.mark.expect_log("STOWRS0305")
+@pytest.mark.parametrize("case", ["empty-array", "xml-part-in-json-request"])
+def test_610_40_no_instance_is_400(httpd, case):
+    """A well-framed request that holds no instance at all (an empty JSON
+    array, or only parts of another type) gets 400 with a text that says
+    so, rather than a 409 without any failure item to explain it."""
+    if case == "empty-array":
+        parts = [({"Content-Type": mg.JSON_TYPE}, b"[]")]
+    else:
+        parts = [({"Content-Type": mg.XML_TYPE}, b"<NativeDicomModel/>")]
+    mark = httpd.mark()
+    before = set(httpd.archive_files())
+    r = mg.post_parts(httpd, parts, mg.JSON_TYPE)
+    assert r.status == 400, r
+    assert r.header("Content-Type").startswith("text/plain"), r
+    assert b"no instance" in r.body
+    httpd.wait_log("STOWRS0305", since=mark)
+    assert set(httpd.archive_files()) == before

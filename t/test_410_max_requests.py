@@ -37,18 +37,32 @@ def _wait(pred, timeout=10.0):
         time.sleep(0.05)
 
 
+_OPEN = []
+
+
+@pytest.fixture
+def slow_uploads():
+    """Closes the slow uploads a test left open (after a failure), before
+    make_httpd stops the server: request it after make_httpd."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 class SlowUpload:
     """A store request whose body stops half-way through its first instance
     until finish() is called."""
 
-    def __init__(self, port, path=STOW_PATH, rows=64, cols=64):
+    def __init__(self, port, path=STOW_PATH, rows=64, cols=64, host=None):
+        _OPEN.append(self)
         self.port = port
         self.data, self.uids = g.ct_image(rows=rows, cols=cols)
         self.body = mime.dicom_body([self.data])
         self.cut = self.body.index(self.data) + len(self.data) // 2
-        head = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: %s\r\n"
+        head = ("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n"
                 "Content-Length: %d\r\n\r\n"
-                % (path, port, mime.content_type("myboundary"), len(self.body)))
+                % (path, host or "127.0.0.1:%d" % port, mime.content_type("myboundary"),
+                   len(self.body)))
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
         self.sock.sendall(head.encode("latin-1") + self.body[:self.cut])
         self.reader = mime._Reader(self.sock)
@@ -159,7 +173,7 @@ MPM_EXTRA = {
 
 # --------------------------------------------------------------- the limit
 @pytest.mark.parametrize("mpm", ["event", "worker", "prefork"])
-def test_410_01_limit_reached(make_httpd, new_workdir, mpm):
+def test_410_01_limit_reached(make_httpd, new_workdir, mpm, slow_uploads):
     """StowRSMaxRequests 2: two slow uploads hold both places, the third
     request is refused (503 + Retry-After, no 100 Continue), a location
     without a limit still works; once the two finish (200, stored) the
@@ -194,7 +208,7 @@ def test_410_01_limit_reached(make_httpd, new_workdir, mpm):
     assert h.wait_spool_empty(archive=other) == []
 
 
-def test_410_02_unlimited(make_httpd):
+def test_410_02_unlimited(make_httpd, slow_uploads):
     """0, the default, is unlimited."""
     for conf in ("", "StowRSMaxRequests 0"):
         h = make_httpd(location_conf=conf)
@@ -205,7 +219,7 @@ def test_410_02_unlimited(make_httpd):
         h.stop()
 
 
-def test_410_03_own_limits(make_httpd, new_workdir):
+def test_410_03_own_limits(make_httpd, new_workdir, slow_uploads):
     """Two locations with a limit of 1 each count separately."""
     other = make_writable_dir(new_workdir("other") / "archive")
     h = make_httpd(location_conf="StowRSMaxRequests 1",
@@ -231,7 +245,7 @@ def test_410_03_own_limits(make_httpd, new_workdir):
 
 
 @pytest.mark.parametrize("mpm", ["event", "prefork"])
-def test_410_04_race(make_httpd, mpm):
+def test_410_04_race(make_httpd, mpm, slow_uploads):
     """Ten uploads start at once against a limit of 3: exactly 3 are
     admitted (the others get 503 while those 3 still run)."""
     h = make_httpd(mpm=mpm, location_conf="StowRSMaxRequests 3",
@@ -264,13 +278,15 @@ def _graceful(h):
     os.kill(h.pid, signal.SIGUSR1)
     lines = h.wait_log("resuming normal operations", since=mark, timeout=15)
     assert lines, "no new generation after SIGUSR1:\n%s" % h.error_log_tail()
-    assert h.wait_log("AH00493", since=mark), "graceful restart not logged"
+    # AH00493 (event, worker) / AH00171 (prefork): graceful, not a full restart
+    assert [l for l in h.error_log_lines_since(mark) if "AH00493" in l or "AH00171" in l], \
+        "graceful restart not logged:\n%s" % h.error_log_tail()
     assert h.running
     assert _wait(h._answers), "server does not answer after the graceful restart"
 
 
 @pytest.mark.parametrize("mpm", ["event", "prefork"])
-def test_410_05_graceful_restart(make_httpd, mpm):
+def test_410_05_graceful_restart(make_httpd, mpm, slow_uploads):
     """Two uploads still running in the old generation keep counting after
     a graceful restart: the new generation refuses the third, and the two
     finish fine."""
@@ -312,7 +328,7 @@ def _reaped(pid):
     return not pathlib.Path("/proc/%d" % pid).exists()
 
 
-def test_410_06_killed_child(make_httpd):
+def test_410_06_killed_child(make_httpd, slow_uploads):
     """prefork, StowRSMaxRequests 1: the child serving the only admitted
     upload is killed with SIGKILL; once it is gone, its place is free."""
     h = make_httpd(mpm="prefork", location_conf="StowRSMaxRequests 1",
@@ -340,9 +356,102 @@ def test_410_06_killed_child(make_httpd):
     _finish_all(h, ups)
 
 
+@pytest.mark.parametrize("mpm", ["event", "prefork"])
+def test_410_07_one_after_another(make_httpd, mpm):
+    """StowRSMaxRequests 1 and a client that sends its requests one after
+    another, each after the answer to the previous one (new connection each
+    time, as most STOW-RS clients do): never refused. A place must be free
+    again by the time its request's answer has arrived."""
+    h = make_httpd(mpm=mpm, location_conf="StowRSMaxRequests 1", conf_extra=MPM_EXTRA[mpm])
+    statuses = []
+    for _ in range(40):
+        c, uc = g.ct_image(rows=8, cols=8)
+        resp = post(h, [c])
+        statuses.append(resp.status)
+    refused = statuses.count(503)
+    assert refused == 0, "%d of 40 sequential requests refused with 503: %s" % (
+        refused, statuses)
+    assert statuses == [200] * 40, statuses
+    # the same on one keep-alive connection: the place is given back per
+    # request, not per connection
+    sock = socket.create_connection(("127.0.0.1", h.port), timeout=30)
+    try:
+        reader = mime._Reader(sock)
+        for i in range(10):
+            c, uc = g.ct_image(rows=8, cols=8)
+            body = mime.dicom_body([c])
+            head = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: %s\r\n"
+                    "Content-Length: %d\r\n\r\n"
+                    % (STOW_PATH, h.port, mime.content_type("myboundary"), len(body)))
+            sock.sendall(head.encode("latin-1") + body)
+            resp = mime.Response()
+            resp.version, resp.status, resp.reason, resp.headers = mime._read_head(reader)
+            resp.body = mime._read_body(reader, resp, "POST")
+            check_answer(h, resp, 200, stored=[uc])
+            assert (resp.header("Connection") or "").lower() != "close", \
+                "keep-alive connection closed after request %d: %r" % (i + 1, resp.headers)
+    finally:
+        sock.close()
+
+
+def test_410_08_many_locations(make_httpd, new_workdir, slow_uploads):
+    """A limit holds however many other locations have been used before:
+    70 AE titles each serve a request, then the limited one still refuses
+    its second simultaneous request."""
+    base = new_workdir("many")
+    extra = "".join(_other_location(make_writable_dir(base / ("a%d" % i)))
+                    .replace(OTHER_LOC, "/dcm4chee-arc/aets/AE%d/rs" % i) for i in range(70))
+    h = make_httpd(location_conf="StowRSMaxRequests 1", conf_extra=extra)
+    for i in range(70):
+        loc = "/dcm4chee-arc/aets/AE%d/rs" % i
+        c, uc = g.ct_image(rows=8, cols=8)
+        check_answer(h, post(h, [c], path=loc + "/studies"), 200, stored=[uc], location=loc)
+    ups = _hold(h, 1)
+    _refused_request(h)
+    _finish_all(h, ups)
+
+
+def test_410_09_same_path_in_two_virtual_hosts(make_httpd, new_workdir, slow_uploads):
+    """Two name-based virtual hosts with a <Location> of the same path,
+    each with its own archive and StowRSMaxRequests 1, are two locations:
+    a request held on one does not make the other refuse."""
+    va = make_writable_dir(new_workdir("va") / "archive")
+    vb = make_writable_dir(new_workdir("vb") / "archive")
+    loc = "/dcm4chee-arc/aets/SITE/rs"
+
+    def vhost(name, archive):
+        return ('<VirtualHost *>\n    ServerName %s\n'
+                '    <Location "%s">\n        SetHandler stowrs\n'
+                '        StowRSArchive "%s"\n        StowRSMaxRequests 1\n'
+                '    </Location>\n</VirtualHost>\n' % (name, loc, archive))
+    h = make_httpd(conf_extra=vhost("a.example", va) + vhost("b.example", vb))
+    # the routing: each name reaches its own archive
+    for name, archive in (("a.example", va), ("b.example", vb)):
+        c, uc = g.ct_image(rows=8, cols=8)
+        resp = post(h, [c], path=loc + "/studies", headers=[("Host", name)])
+        assert resp.status == 200, resp
+        h.assert_stored(c, uc, archive=archive)
+    up = SlowUpload(h.port, path=loc + "/studies", host="a.example")
+    assert _wait(lambda: len(h.spool_files(va)) == 1), "upload on a.example not admitted"
+    assert not up.answered()
+    # a.example is full
+    c, uc = g.ct_image(rows=8, cols=8)
+    resp = post(h, [c], path=loc + "/studies", headers=[("Host", "a.example")])
+    _assert_refused(h, resp)
+    # b.example is another location
+    resp = post(h, [c], path=loc + "/studies", headers=[("Host", "b.example")])
+    assert resp.status == 200, "b.example refused while only a.example is full: %r" % resp
+    h.assert_stored(c, uc, archive=vb)
+    resp = up.finish()
+    assert resp.status == 200, resp
+    h.assert_stored(up.data, up.uids, archive=va)
+    for a in (va, vb):
+        assert h.wait_spool_empty(archive=a) == []
+
+
 # --------------------------------------------------------------- configuration
 @pytest.mark.parametrize("value", ["0", "1", "1000000"])
-def test_410_07_good_values(make_httpd, value):
+def test_410_10_good_values(make_httpd, value):
     h = make_httpd(start=False)
     rc, out = h.config_test("", location_conf="StowRSMaxRequests %s" % value)
     assert rc == 0, "StowRSMaxRequests %s refused:\n%s" % (value, out)
@@ -352,7 +461,7 @@ def test_410_07_good_values(make_httpd, value):
 
 @pytest.mark.parametrize("value", ["-1", "abc", "1000001", "12abc", ""])
 @pytest.mark.parametrize("where", ["location", "server"])
-def test_410_08_bad_values(make_httpd, value, where):
+def test_410_11_bad_values(make_httpd, value, where):
     h = make_httpd(start=False)
     line = ("StowRSMaxRequests %s" % value).strip()
     if where == "location":

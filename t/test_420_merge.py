@@ -11,6 +11,8 @@ import dicomgen as g
 import mime
 from helpers_dicom import (BASIC_TEXT_SR, CT, IMPLICIT, MR, check_answer, file_state,
                            post)
+import test_410_max_requests as t410
+from test_410_max_requests import slow_uploads  # noqa: F401 (fixture)
 from stowrs_env import make_writable_dir
 
 AE1 = "/dcm4chee-arc/aets/AE1/rs"
@@ -193,10 +195,9 @@ def test_420_05_server_level_defaults(make_httpd, new_workdir):
                  failed=[("0122", MR, um["sop"])], location=AE2)
 
 
-def test_420_06_max_requests_inherited(make_httpd, new_workdir):
+def test_420_06_max_requests_inherited(make_httpd, new_workdir, slow_uploads):
     """StowRSMaxRequests of the AE1 block holds below a nested block that
     sets only a policy; a nested block that sets 0 lifts it there."""
-    import test_410_max_requests as t410
     a1, a2 = _archives(new_workdir, "ae1", "ae2")
     h = make_httpd(conf_extra=_ae(AE1, a1, "StowRSMaxRequests 1")
                    + _block(AE1 + "/studies", "StowRSOverwritePolicy Always")

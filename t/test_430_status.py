@@ -18,6 +18,8 @@ import time
 import dicomgen as g
 import mime
 from helpers_dicom import CT, UNKNOWN_CLASS, check_answer, post
+import test_410_max_requests as t410
+from test_410_max_requests import slow_uploads  # noqa: F401 (fixture)
 from stowrs_env import LOCATION, STOW_PATH, libexecdir, make_writable_dir
 
 OTHER_LOC = "/dcm4chee-arc/aets/OTHER/rs"
@@ -92,7 +94,7 @@ class Tally:
             "%s: failures %s, expected %s" % (where, _failures(counters), dict(self.failures))
 
 
-# a fixed mix of requests: (list of (kind, rows)), per location
+# one instance of a kind: "ok" or the FailureReason it must get
 def _instance(kind, study=None):
     """(bytes, uids, failure hex or None, failure class)"""
     if kind == "ok":
@@ -189,15 +191,14 @@ def test_430_01_counters_summed_over_processes(make_httpd, new_workdir):
     main.expect(st2[LOCATION], LOCATION)
 
 
-def test_430_02_refused_counted(make_httpd, new_workdir):
+def test_430_02_refused_counted(make_httpd, new_workdir, slow_uploads):
     """Requests refused by StowRSMaxRequests count as refused at their own
     location only."""
-    import test_410_max_requests as t410
     other = make_writable_dir(new_workdir("other") / "archive")
     h = make_httpd(mpm="prefork", location_conf="StowRSMaxRequests 1",
                    conf_extra="StartServers 4\nMinSpareServers 4\n" + _status_conf()
                    + _other_location(other))
-    up = t410._hold(h, 1)
+    (up,) = t410._hold(h, 1)
     for _ in range(3):
         t410._assert_refused(h, post(h, [g.ct_image(rows=8, cols=8)[0]]))
     c, uc = g.ct_image(rows=8, cols=8)
@@ -208,7 +209,7 @@ def test_430_02_refused_counted(make_httpd, new_workdir):
     assert st[OTHER_LOC].get("StowRSRefused") == 0, st[OTHER_LOC]
     assert st[OTHER_LOC].get("StowRSRequests") == 1, st[OTHER_LOC]
     assert st[LOCATION].get("StowRSInstancesStored") == 0, st[LOCATION]
-    t410._finish_all(h, up)
+    t410._finish_all(h, [up])
     st = stowrs_status(h)
     assert st[LOCATION].get("StowRSRefused") == 3, st[LOCATION]
     assert st[LOCATION].get("StowRSInstancesStored") == 1, st[LOCATION]
@@ -275,3 +276,26 @@ def test_430_04_access_log_notes(make_httpd, new_workdir):
     # a line is written after its response went out: the order may vary
     assert sorted(lines()) == sorted(expected), \
         "access log %s, expected %s" % (lines(), expected)
+
+
+def test_430_05_many_locations_listed(make_httpd, new_workdir):
+    """Every location that served requests has its counters, however many
+    there are (70 AE titles here)."""
+    base = new_workdir("many")
+    locs = ["/dcm4chee-arc/aets/AE%d/rs" % i for i in range(70)]
+    extra = "".join('<Location "%s">\n    SetHandler stowrs\n    StowRSArchive "%s"\n'
+                    '</Location>\n' % (loc, make_writable_dir(base / ("a%d" % i)))
+                    for i, loc in enumerate(locs))
+    h = make_httpd(conf_extra=_status_conf() + extra)
+    sizes = {}
+    for loc in locs:
+        c, uc = g.ct_image(rows=8, cols=8)
+        check_answer(h, post(h, [c], path=loc + "/studies"), 200, stored=[uc], location=loc)
+        sizes[loc] = len(c)
+    st = stowrs_status(h)
+    missing = [loc for loc in locs if loc not in st]
+    assert not missing, "%d of 70 locations have no counters: %s" % (len(missing), missing)
+    for loc in locs:
+        assert st[loc].get("StowRSRequests") == 1, (loc, st[loc])
+        assert st[loc].get("StowRSInstancesStored") == 1, (loc, st[loc])
+        assert st[loc].get("StowRSBytesStored") == sizes[loc], (loc, st[loc])

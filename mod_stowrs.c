@@ -58,6 +58,22 @@ conf_location(const stowrs_dir_conf_t *conf)
     return conf->location ? conf->location : "";
 }
 
+/* The name a location's shared counters and request limit go by: its path,
+ * and for a virtual host also the host's name, so two sites with the same
+ * <Location> path do not share a limit. */
+static const char *
+counter_name(request_rec *r, const stowrs_dir_conf_t *conf)
+{
+    const server_rec *s = r->server;
+
+    if (!s->is_virtual || !s->server_hostname) {
+        return conf_location(conf);
+    }
+    return s->port ? apr_psprintf(r->pool, "%s@%s:%u", conf_location(conf),
+                                  s->server_hostname, (unsigned int)s->port)
+                   : apr_psprintf(r->pool, "%s@%s", conf_location(conf), s->server_hostname);
+}
+
 /*
  * Split r->uri into the service base and the study UID. @return 1 for
  * {base}/studies or {base}/studies/{uid} (uid possibly invalid), else 0.
@@ -292,7 +308,7 @@ precheck(request_rec *r, const stowrs_dir_conf_t *conf, const char *where,
         return answer_text(r, HTTP_NOT_ACCEPTABLE,
                            "the response is application/dicom+xml or application/dicom+json");
     }
-    if (!stowrs_shm_admit(r, conf_location(conf), conf->max_requests == STOWRS_UNSET
+    if (!stowrs_shm_admit(r, counter_name(r, conf), conf->max_requests == STOWRS_UNSET
                                                    ? 0 : conf->max_requests)) {
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, STOWRS_LOGNO(0110)
                       "[%s] StowRSMaxRequests %d reached", where, conf->max_requests);
@@ -470,7 +486,7 @@ stowrs_handler(request_rec *r)
     rq = apr_pcalloc(r->pool, sizeof(*rq));
     rq->r = r;
     rq->where = base;
-    rq->counter_name = conf_location(conf);
+    rq->counter_name = counter_name(r, conf);
     if (stowrs_stow_create(r->pool, core, boundary, log_outcome, rq, &stow) != APR_SUCCESS) {
         return answer_text(r, HTTP_BAD_REQUEST, "unusable boundary");
     }

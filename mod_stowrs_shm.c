@@ -34,8 +34,9 @@
 
 #include "stowrs_private.h"
 
-/* Locations with their own counters; more share the last line. */
-#define SHM_LOCATIONS 64
+/* Locations with their own counters and limit; any beyond share the last
+ * line (and so one limit, the stricter reading), with a warning. */
+#define SHM_LOCATIONS 1024
 #define SHM_NAME_MAX 256
 /* The FailureReasons counted one by one; others go to "other". */
 static const unsigned int counted_reasons[] = {
@@ -132,19 +133,20 @@ stowrs_shm_child_init(apr_pool_t *p, server_rec *s)
     }
 }
 
-/* @return the counters of @c location, created on first use; NULL if the
- * table is full (then nothing is counted for it). */
+/* @return the counters of @c location, created on first use; when the
+ * table is full, the shared last line. NULL only without a table. */
 static shm_location_t *
 location_slot(const char *location, int *index)
 {
+    const char *name = *location ? location : "/";
     int i;
 
     if (!table) {
         return NULL;
     }
-    for (i = 0; i < SHM_LOCATIONS; i++) {
-        if (strncmp(table->locations[i].name, location, SHM_NAME_MAX - 1) == 0
-            && table->locations[i].name[0]) {
+    for (i = 0; i < SHM_LOCATIONS - 1; i++) {
+        if (table->locations[i].name[0]
+            && strncmp(table->locations[i].name, name, SHM_NAME_MAX - 1) == 0) {
             *index = i;
             return &table->locations[i];
         }
@@ -154,20 +156,28 @@ location_slot(const char *location, int *index)
     if (apr_global_mutex_lock(claim_mutex) != APR_SUCCESS) {
         return NULL;
     }
-    for (i = 0; i < SHM_LOCATIONS; i++) {
+    for (i = 0; i < SHM_LOCATIONS - 1; i++) {
         shm_location_t *l = &table->locations[i];
 
         if (!l->name[0]) {
-            apr_cpystrn(l->name, *location ? location : "/", SHM_NAME_MAX);
+            apr_cpystrn(l->name, name, SHM_NAME_MAX);
         }
-        if (strncmp(l->name, *location ? location : "/", SHM_NAME_MAX - 1) == 0) {
+        if (strncmp(l->name, name, SHM_NAME_MAX - 1) == 0) {
             apr_global_mutex_unlock(claim_mutex);
             *index = i;
             return l;
         }
     }
+    if (!table->locations[SHM_LOCATIONS - 1].name[0]) {
+        apr_cpystrn(table->locations[SHM_LOCATIONS - 1].name, "(other locations)",
+                    SHM_NAME_MAX);
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, NULL, STOWRS_LOGNO(0009)
+                     "more than %d STOW-RS locations: the rest share one counter line "
+                     "and one StowRSMaxRequests count", SHM_LOCATIONS - 1);
+    }
     apr_global_mutex_unlock(claim_mutex);
-    return NULL;
+    *index = SHM_LOCATIONS - 1;
+    return &table->locations[SHM_LOCATIONS - 1];
 }
 
 static apr_status_t

@@ -80,6 +80,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <new>
 #include <set>
 #include <string>
@@ -1063,6 +1064,149 @@ private:
     out_file_t &operator=(const out_file_t &);
 };
 
+/**
+ * The private blocks of one dataset (PS3.5 §7.8.1): which creator reserves
+ * block BB of group gggg through (gggg,00BB), from the dataset's own creator
+ * elements and from the blocks the builder reserves for creators named only
+ * by a privateCreator attribute.
+ */
+class private_blocks_t {
+public:
+    /** (gggg,00BB) is in the metadata with value @p creator */
+    void note(Uint16 group, Uint16 block, const std::string &creator)
+    {
+        blocks_[key(group, block)] = entry_t(creator, false);
+        by_creator_.insert(std::make_pair(std::make_pair(group, creator), block));
+    }
+    bool reserved(Uint16 group, Uint16 block) const
+    {
+        return blocks_.count(key(group, block)) != 0;
+    }
+    /** @return whether block @p block of @p group is reserved by @p creator */
+    bool reserved_by(Uint16 group, Uint16 block, const std::string &creator) const
+    {
+        const std::map<Uint32, entry_t>::const_iterator it = blocks_.find(key(group, block));
+        return it != blocks_.end() && it->second.first == creator;
+    }
+    /** @return the (lowest) block @p creator reserves in @p group, or 0 */
+    Uint16 find(Uint16 group, const std::string &creator) const
+    {
+        const std::map<std::pair<Uint16, std::string>, Uint16>::const_iterator it =
+            by_creator_.find(std::make_pair(group, creator));
+        return it == by_creator_.end() ? 0 : it->second;
+    }
+    /** Reserve @p block for @p creator; its creator element is still to be inserted. */
+    void reserve(Uint16 group, Uint16 block, const std::string &creator)
+    {
+        blocks_[key(group, block)] = entry_t(creator, true);
+        by_creator_.insert(std::make_pair(std::make_pair(group, creator), block));
+    }
+    /** @return the first free block of @p group reserved for @p creator, or 0 if none is free */
+    Uint16 reserve_free(Uint16 group, const std::string &creator)
+    {
+        for (Uint16 b = 0x10; b <= 0xFF; b++) {
+            if (!reserved(group, b)) {
+                reserve(group, b, creator);
+                return b;
+            }
+        }
+        return 0;
+    }
+    /** @return whether the creator element of a block reserved here is still to be inserted
+     *          (and from now on take it as inserted) */
+    bool take_pending(Uint16 group, Uint16 block)
+    {
+        const std::map<Uint32, entry_t>::iterator it = blocks_.find(key(group, block));
+        if (it == blocks_.end() || !it->second.second) {
+            return false;
+        }
+        it->second.second = false;
+        return true;
+    }
+
+private:
+    /** creator, and whether its creator element is still to be inserted */
+    typedef std::pair<std::string, bool> entry_t;
+    std::map<Uint32, entry_t> blocks_;
+    std::map<std::pair<Uint16, std::string>, Uint16> by_creator_;
+
+    static Uint32 key(Uint16 group, Uint16 block)
+    {
+        return OFstatic_cast(Uint32, group) << 8 | block;
+    }
+};
+
+/** Private groups are the odd ones (PS3.5 §7.8.1). */
+bool is_private_group(Uint16 group)
+{
+    return (group & 1) != 0;
+}
+
+/** A creator's name as compared: LO without leading and trailing spaces (or NULs). */
+std::string creator_name(const char *s, size_t len)
+{
+    size_t b = 0;
+    while (b < len && (s[b] == ' ' || s[b] == '\0')) {
+        b++;
+    }
+    while (len > b && (s[len - 1] == ' ' || s[len - 1] == '\0')) {
+        len--;
+    }
+    return std::string(s + b, len - b);
+}
+
+/** The privateCreator attribute of @p el as compared, "" if it has none. */
+std::string creator_of(const stowrs_meta_elem_t *el)
+{
+    if (el->private_creator == NULL) {
+        return std::string();
+    }
+    return creator_name(el->private_creator, std::strlen(el->private_creator));
+}
+
+/**
+ * The private blocks @p ds uses, before any of its attributes is added:
+ * first the creator elements (gggg,0010-00FF) it holds; then, for a private
+ * attribute given in full form (gggg,BBee) with a privateCreator whose
+ * creator has no block yet, the block BB its tag names if that is free --
+ * so that such a tag stays as given. A creator still without a block gets
+ * the first free one when its first attribute is added (private_key()).
+ */
+void scan_private_blocks(const stowrs_meta_ds_t *ds, private_blocks_t *blocks)
+{
+    for (int i = 0; i < ds->nelems; i++) {
+        const stowrs_meta_elem_t *el = &ds->elems[i];
+        const Uint16 group = OFstatic_cast(Uint16, el->tag >> 16);
+        const Uint16 elem = OFstatic_cast(Uint16, el->tag & 0xFFFF);
+        if (!is_private_group(group) || elem < 0x0010 || elem > 0x00FF) {
+            continue;
+        }
+        std::string value;
+        if (el->nvalues > 0 && el->values[0] != NULL) {
+            value = creator_name(el->values[0], std::strlen(el->values[0]));
+        }
+        else if (el->has_inline && el->inline_data != NULL) {
+            value = creator_name(OFreinterpret_cast(const char *, el->inline_data),
+                                 el->inline_len);
+        }
+        blocks->note(group, elem, value);
+    }
+    for (int i = 0; i < ds->nelems; i++) {
+        const stowrs_meta_elem_t *el = &ds->elems[i];
+        const Uint16 group = OFstatic_cast(Uint16, el->tag >> 16);
+        const Uint16 elem = OFstatic_cast(Uint16, el->tag & 0xFFFF);
+        if (!is_private_group(group) || elem < 0x1000) {
+            continue;
+        }
+        const std::string creator = creator_of(el);
+        const Uint16 block = OFstatic_cast(Uint16, elem >> 8);
+        if (!creator.empty() && !blocks->reserved(group, block)
+            && blocks->find(group, creator) == 0) {
+            blocks->reserve(group, block, creator);
+        }
+    }
+}
+
 class builder_t {
 public:
     builder_t(stowrs_bulk_resolve_fn resolve, void *baton)
@@ -1089,11 +1233,12 @@ private:
 
     int resolve(const char *uri, const stowrs_bulk_t *const **parts);
     void fill(DcmItem *item, const stowrs_meta_ds_t *ds, int depth, DcmItem *trailer);
-    void add(DcmItem *item, const stowrs_meta_elem_t *el, int depth);
+    void add(DcmItem *item, const stowrs_meta_elem_t *el, int depth, private_blocks_t *blocks);
     void put_values(DcmElement *elem, const stowrs_meta_elem_t *el);
     void put_binary(DcmElement *elem, const char *vr, const unsigned char *data, size_t len);
     void put_bulk(DcmItem *item, DcmElement *elem, const stowrs_meta_elem_t *el);
-    void ensure_creator(DcmItem *item, const stowrs_meta_elem_t *el);
+    DcmTagKey private_key(DcmItem *item, const stowrs_meta_elem_t *el, const std::string &creator,
+                          private_blocks_t *blocks);
     const char *pixel_ts(const stowrs_bulk_t *const *parts, int n, const media_type_t **mt);
     void check_image(DcmDataset *ds);
     void fix_charset(DcmDataset *dataset, DcmItem *trailer);
@@ -1133,6 +1278,8 @@ void builder_t::fill(DcmItem *item, const stowrs_meta_ds_t *ds, int depth, DcmIt
     if (ds == NULL) {
         return;
     }
+    private_blocks_t blocks;
+    scan_private_blocks(ds, &blocks);
     for (int i = 0; i < ds->nelems; i++) {
         const stowrs_meta_elem_t *el = &ds->elems[i];
         const Uint16 group = OFstatic_cast(Uint16, el->tag >> 16);
@@ -1150,50 +1297,76 @@ void builder_t::fill(DcmItem *item, const stowrs_meta_ds_t *ds, int depth, DcmIt
             continue;
         }
         if (trailer != NULL && pixel_ != NULL && el->tag > TAG_PIXEL_DATA) {
-            add(trailer, el, depth);
+            add(trailer, el, depth, &blocks);
         }
         else {
-            add(item, el, depth);
+            add(item, el, depth, &blocks);
         }
     }
 }
 
 /**
- * A private data element named with its creator (XML privateCreator): the
- * creator element of its block must exist, with that value.
+ * The tag a private attribute named with its creator (XML privateCreator)
+ * is stored under. The creator is authoritative (PS3.19; dcm4che reads it
+ * so too): the attribute belongs to the block its creator reserves,
+ * (gggg, BB << 8 | ee), whatever block the tag names -- dcmtk's dcm2xml
+ * writes gggg00ee, the block left out. A tag whose block that creator
+ * reserves stays as it is; a creator without a block gets one (see
+ * scan_private_blocks()), its creator element inserted into @p item.
  */
-void builder_t::ensure_creator(DcmItem *item, const stowrs_meta_elem_t *el)
+DcmTagKey builder_t::private_key(DcmItem *item, const stowrs_meta_elem_t *el,
+                                 const std::string &creator, private_blocks_t *blocks)
 {
     const Uint16 group = OFstatic_cast(Uint16, el->tag >> 16);
-    const Uint16 block = OFstatic_cast(Uint16, (el->tag >> 8) & 0xFF);
-    const DcmTagKey key(group, block);
-    OFString have;
-    if (item->findAndGetOFStringArray(key, have, OFFalse).good()) {
-        while (!have.empty() && have[have.size() - 1] == ' ') {
-            have.erase(have.size() - 1);
+    const Uint16 elem = OFstatic_cast(Uint16, el->tag & 0xFFFF);
+    Uint16 block = OFstatic_cast(Uint16, elem >> 8);
+    if (block == 0 || !blocks->reserved_by(group, block, creator)) {
+        block = blocks->find(group, creator);
+        if (block == 0) {
+            block = blocks->reserve_free(group, creator);
         }
-        std::string want = trimmed(el->private_creator);
-        if (have != OFString(want.c_str())) {
-            fail(STOWRS_BUILD_BAD_METADATA, "private attribute's creator differs from its block's");
+        if (block == 0) {
+            fail(STOWRS_BUILD_BAD_METADATA, "no free private block for a private creator");
         }
-        return;
     }
-    check_cond(item->putAndInsertString(DcmTag(key, DcmVR(EVR_LO)), el->private_creator),
-               "cannot insert private creator");
+    if (blocks->take_pending(group, block)) {
+        check_cond(item->putAndInsertString(DcmTag(group, block, DcmVR(EVR_LO)), creator.c_str()),
+                   "cannot insert private creator");
+    }
+    return DcmTagKey(group, OFstatic_cast(Uint16, block << 8 | (elem & 0xFF)));
 }
 
-void builder_t::add(DcmItem *item, const stowrs_meta_elem_t *el, int depth)
+/**
+ * Add one attribute to @p item. A private attribute with a privateCreator
+ * goes to its creator's block (private_key()); elements (gggg,0001-000F)
+ * of a private group exist only so named.
+ */
+void builder_t::add(DcmItem *item, const stowrs_meta_elem_t *el, int depth,
+                    private_blocks_t *blocks)
 {
     if (!valid_vr(el->vr)) {
         fail(STOWRS_BUILD_BAD_METADATA, "unknown VR");
     }
     const Uint16 group = OFstatic_cast(Uint16, el->tag >> 16);
     const Uint16 elem = OFstatic_cast(Uint16, el->tag & 0xFFFF);
-    DcmTag tag(group, elem, DcmVR(el->vr));
-    const bool private_data = (group & 1) != 0 && elem >= 0x1000;
-    if (private_data && el->private_creator != NULL && el->private_creator[0] != '\0') {
-        ensure_creator(item, el);
-        tag.setPrivateCreator(el->private_creator);
+    DcmTagKey key(group, elem);
+    std::string creator;
+    if (is_private_group(group) && (elem < 0x0010 || elem >= 0x1000)) {
+        creator = creator_of(el);
+        if (!creator.empty()) {
+            key = private_key(item, el, creator, blocks);
+        }
+        else if (elem < 0x0010) {
+            fail(STOWRS_BUILD_BAD_METADATA, "private element number below 0x0010 "
+                 "without a private creator");
+        }
+        if (item->tagExists(key, OFFalse)) {
+            fail(STOWRS_BUILD_BAD_METADATA, "two private attributes for one tag");
+        }
+    }
+    DcmTag tag(key, DcmVR(el->vr));
+    if (!creator.empty()) {
+        tag.setPrivateCreator(creator.c_str());
     }
     if (vr_is(el->vr, "SQ")) {
         if (el->nvalues > 0 || el->bulk_uri != NULL || el->has_inline) {

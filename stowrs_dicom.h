@@ -103,8 +103,11 @@ typedef enum {
                                          attributes an image needs: A900 */
     STOWRS_BUILD_MEDIA_TYPE,        /**< a bulk media type or transfer syntax we
                                          cannot encapsulate: C122 */
-    STOWRS_BUILD_BAD_METADATA,      /**< values dcmtk refuses for their VR,
-                                         missing SOP Class/Instance UID: C000 */
+    STOWRS_BUILD_BAD_METADATA,      /**< values dcmtk refuses for their VR, a
+                                         private attribute no block can hold:
+                                         C000 (a missing SOP Class/Instance UID
+                                         is A900, checked by the caller before
+                                         building) */
     STOWRS_BUILD_IO,                /**< reading a part or writing the file; see *os_error */
     STOWRS_BUILD_NOMEM,
     STOWRS_BUILD_INTERNAL

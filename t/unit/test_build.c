@@ -626,15 +626,230 @@ test_private_and_inline(void)
     CHECK(find(f, n, "DS\x04\x00" "0.3 ", 8) > 0);
     free(f);
 
-    /* the creator element exists with another value */
+    /* the creator element exists with another value: the attribute goes
+     * to a block of its own creator (test_private_blocks) */
     ds_val(b, 0x00090010, "LO", "OTHER", NULL);
-    CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_BAD_METADATA);
+    CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_OK);
     for (int i = 0; i < b->ds.nelems; i++) {
         if (b->ds.elems[i].tag == 0x00090010) {
             b->ds.elems[i].values[0] = "ACME";
         }
     }
     CHECK_INT(build(&b->ds, NULL, out, NULL), STOWRS_BUILD_OK);
+    f = slurp(out, &n);
+    CHECK(find(f, n, creator, 12) > 0);
+    CHECK(find(f, n, priv, sizeof(priv)) > 0);
+    free(f);
+}
+
+/* a dataset of a CT with one private block attribute set, for test_private_blocks */
+static ds_builder_t *
+ds_priv(const char *iuid)
+{
+    ds_builder_t *b = ds_new();
+    ds_val(b, 0x00080016, "UI", CLASS_CT, NULL);
+    ds_val(b, 0x00080018, "UI", iuid, NULL);
+    return b;
+}
+
+static stowrs_meta_elem_t *
+ds_pval(ds_builder_t *b, unsigned int tag, const char *creator, const char *value)
+{
+    stowrs_meta_elem_t *e = ds_val(b, tag, "LO", value, NULL);
+    e->private_creator = creator;
+    return e;
+}
+
+/* @return the offset of LO element (group,elem) with the (even-length) value @v, or -1 */
+static long
+find_lo(const unsigned char *f, size_t n, unsigned g, unsigned el, const char *v)
+{
+    unsigned char e[8 + 64];
+    const size_t len = strlen(v);
+    e[0] = (unsigned char)g;
+    e[1] = (unsigned char)(g >> 8);
+    e[2] = (unsigned char)el;
+    e[3] = (unsigned char)(el >> 8);
+    e[4] = 'L';
+    e[5] = 'O';
+    e[6] = (unsigned char)len;
+    e[7] = 0;
+    memcpy(e + 8, v, len);
+    return find(f, n, e, 8 + len);
+}
+
+/* @return whether the file has an element with tag (group,elem), whatever its VR */
+static int
+has_tag(const unsigned char *f, size_t n, unsigned g, unsigned el)
+{
+    const unsigned char t[4] = { (unsigned char)g, (unsigned char)(g >> 8),
+                                 (unsigned char)el, (unsigned char)(el >> 8) };
+    return find(f, n, t, 4) >= 0;
+}
+
+/*
+ * A privateCreator names the block of its attribute (PS3.19, dcm4che): the
+ * tag's block byte blanked (dcm2xml's gggg00ee), the creator already
+ * reserving a block or not, a full tag in its creator's block or in another
+ * creator's, inside sequence items (each with its own blocks).
+ */
+static void
+test_private_blocks(void)
+{
+    const char *out = tmp_path("privblk.dcm");
+    ds_builder_t *b, *item;
+    stowrs_meta_elem_t *e;
+    size_t n;
+    unsigned char *f;
+    long sq;
+
+    /* blanked block, creator present at (0019,0010) */
+    b = ds_priv("1.2.3.60");
+    ds_val(b, 0x00190010, "LO", "STOWRS TEST", NULL);
+    ds_pval(b, 0x00190001, "STOWRS TEST", "aa");
+    ds_pval(b, 0x00190002, "STOWRS TEST ", "bb");     /* LO padding is no difference */
+    CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_OK);
+    check_inspect(out, CLASS_CT, "1.2.3.60", TS_ELE);
+    f = slurp(out, &n);
+    CHECK(find_lo(f, n, 0x0019, 0x0010, "STOWRS TEST ") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x1001, "aa") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x1002, "bb") > 0);
+    CHECK(!has_tag(f, n, 0x0019, 0x0001));
+    CHECK(!has_tag(f, n, 0x0019, 0x0011));
+    free(f);
+
+    /* blanked block, creator in the second block */
+    b = ds_priv("1.2.3.61");
+    ds_val(b, 0x00190010, "LO", "OTHER", NULL);
+    ds_val(b, 0x00190011, "LO", "STOWRS TEST", NULL);
+    ds_pval(b, 0x00190001, "STOWRS TEST", "aa");
+    ds_pval(b, 0x00191001, NULL, "cc");
+    CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_OK);
+    f = slurp(out, &n);
+    CHECK(find_lo(f, n, 0x0019, 0x1101, "aa") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x1001, "cc") > 0);
+    free(f);
+
+    /* blanked block, creator not reserved: the first free block is */
+    b = ds_priv("1.2.3.62");
+    ds_pval(b, 0x00190001, "NEW", "aa");
+    ds_pval(b, 0x00190003, "NEW", "dd");
+    ds_val(b, 0x00210010, "LO", "OTHER", NULL);
+    ds_val(b, 0x00210012, "LO", "THIRD", NULL);
+    ds_pval(b, 0x00210005, "NEW", "ee");
+    CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_OK);
+    check_inspect(out, CLASS_CT, "1.2.3.62", TS_ELE);
+    f = slurp(out, &n);
+    CHECK(find_lo(f, n, 0x0019, 0x0010, "NEW ") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x1001, "aa") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x1003, "dd") > 0);
+    CHECK(!has_tag(f, n, 0x0019, 0x0011));
+    CHECK(find_lo(f, n, 0x0021, 0x0010, "OTHER ") > 0);
+    CHECK(find_lo(f, n, 0x0021, 0x0011, "NEW ") > 0);
+    CHECK(find_lo(f, n, 0x0021, 0x0012, "THIRD ") > 0);
+    CHECK(find_lo(f, n, 0x0021, 0x1105, "ee") > 0);
+    CHECK(!has_tag(f, n, 0x0021, 0x1005));
+    CHECK(!has_tag(f, n, 0x0021, 0x1205));
+    free(f);
+
+    /* full tag whose block its creator reserves: kept; a full tag whose
+     * block is free reserves that block */
+    b = ds_priv("1.2.3.63");
+    ds_val(b, 0x00190010, "LO", "OTHER", NULL);
+    ds_val(b, 0x00190011, "LO", "ACME", NULL);
+    ds_pval(b, 0x00191101, "ACME", "aa");
+    ds_pval(b, 0x00191001, "OTHER", "bb");
+    ds_pval(b, 0x00193001, "THIRD", "cc");
+    ds_pval(b, 0x00190002, "FOURTH", "dd");    /* first free: 0x12 */
+    CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_OK);
+    f = slurp(out, &n);
+    CHECK(find_lo(f, n, 0x0019, 0x1101, "aa") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x1001, "bb") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x0030, "THIRD ") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x3001, "cc") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x0012, "FOURTH") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x1202, "dd") > 0);
+    free(f);
+
+    /* full tag in a block another creator reserves: moved to its own
+     * creator's block, reserved if need be */
+    b = ds_priv("1.2.3.64");
+    ds_val(b, 0x00190010, "LO", "OTHER", NULL);
+    ds_val(b, 0x00190011, "LO", "ACME", NULL);
+    ds_pval(b, 0x00191001, "ACME", "aa");
+    ds_pval(b, 0x00191102, "NEW", "bb");
+    ds_pval(b, 0x00191003, NULL, "cc");        /* no creator named: as given */
+    CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_OK);
+    check_inspect(out, CLASS_CT, "1.2.3.64", TS_ELE);
+    f = slurp(out, &n);
+    CHECK(find_lo(f, n, 0x0019, 0x0010, "OTHER ") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x0011, "ACME") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x0012, "NEW ") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x1101, "aa") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x1202, "bb") > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x1003, "cc") > 0);
+    CHECK(!has_tag(f, n, 0x0019, 0x1001));
+    CHECK(!has_tag(f, n, 0x0019, 0x1102));
+    free(f);
+
+    /* moved onto an attribute that is there already */
+    b = ds_priv("1.2.3.65");
+    ds_val(b, 0x00190010, "LO", "ACME", NULL);
+    ds_pval(b, 0x00190001, "ACME", "aa");
+    ds_pval(b, 0x00191001, "ACME", "bb");
+    CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_BAD_METADATA);
+
+    /* (gggg,0001-000F) without a creator: no legal private element */
+    b = ds_priv("1.2.3.66");
+    ds_val(b, 0x00190005, "LO", "aa", NULL);
+    CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_BAD_METADATA);
+    b = ds_priv("1.2.3.66");
+    ds_val(b, 0x00190010, "LO", "ACME", NULL);
+    ds_pval(b, 0x00190005, "", "aa");
+    CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_BAD_METADATA);
+
+    /* inside a sequence item: the item's own blocks, not the dataset's */
+    b = ds_priv("1.2.3.67");
+    ds_val(b, 0x00190010, "LO", "ACME", NULL);
+    ds_pval(b, 0x00190001, "ACME", "top ");
+    item = ds_new();
+    ds_val(item, 0x00190010, "LO", "OTHER", NULL);
+    ds_pval(item, 0x00190001, "ACME", "in");
+    ds_pval(item, 0x00191002, "OTHER", "ot");
+    e = ds_add(b, 0x0040A730, "SQ");
+    e->nitems = 1;
+    e->items = malloc(sizeof(*e->items));
+    e->items[0] = ds_done(item);
+    CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_OK);
+    check_inspect(out, CLASS_CT, "1.2.3.67", TS_ELE);
+    f = slurp(out, &n);
+    {
+        const unsigned char sqtag[6] = { 0x40, 0x00, 0x30, 0xA7, 'S', 'Q' };
+        sq = find(f, n, sqtag, sizeof(sqtag));
+    }
+    CHECK(sq > 0);
+    CHECK(find_lo(f, n, 0x0019, 0x0010, "ACME") > 0 && find_lo(f, n, 0x0019, 0x0010, "ACME") < sq);
+    CHECK(find_lo(f, n, 0x0019, 0x1001, "top ") > 0 && find_lo(f, n, 0x0019, 0x1001, "top ") < sq);
+    CHECK(find_lo(f, n, 0x0019, 0x0010, "OTHER ") > sq);
+    CHECK(find_lo(f, n, 0x0019, 0x0011, "ACME") > sq);
+    CHECK(find_lo(f, n, 0x0019, 0x1101, "in") > sq);
+    CHECK(find_lo(f, n, 0x0019, 0x1002, "ot") > sq);
+    CHECK(!has_tag(f, n, 0x0019, 0x0001));
+    free(f);
+
+    /* a blanked block inside an item without creators */
+    b = ds_priv("1.2.3.68");
+    item = ds_new();
+    ds_pval(item, 0x00290001, "ITEM", "it");
+    e = ds_add(b, 0x0040A730, "SQ");
+    e->nitems = 1;
+    e->items = malloc(sizeof(*e->items));
+    e->items[0] = ds_done(item);
+    CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_OK);
+    f = slurp(out, &n);
+    CHECK(find_lo(f, n, 0x0029, 0x0010, "ITEM") > 0);
+    CHECK(find_lo(f, n, 0x0029, 0x1001, "it") > 0);
+    free(f);
 }
 
 static void
@@ -1168,6 +1383,7 @@ main(int argc, char **argv)
     test_pdf();
     test_sr_sequence();
     test_private_and_inline();
+    test_private_blocks();
     test_failures();
     test_trailer();
     test_charset();

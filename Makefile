@@ -196,3 +196,41 @@ lint: deps
 	    --inline-suppr -I. $(CORE_SRC) stowrs_dicom.cc
 	$(MAKE) clean
 	$(MAKE) all unit-bins CC=clang CXX=clang++
+
+# --- benchmark (bench/run.py; results in bench/RESULTS.md) --------------------
+# Orthanc and libcurl only for the benchmark, so `make test` never installs them.
+BENCH_PACKAGES := libcurl4-openssl-dev orthanc orthanc-dicomweb openssl
+BENCH_BINS := bench/client bench/parser_bench bench/mod_ceiling.so
+BENCH_ARGS ?=
+
+.PHONY: bench bench-deps bench-bins
+
+bench/client: bench/client.c
+	$(CC) -O2 -g $(WARN) -std=gnu99 -o $@ bench/client.c -lcurl -lpthread
+
+bench/parser_bench: bench/parser_bench.c stowrs_multipart.c stowrs_multipart.h
+	$(CC) $(OPT_FLAGS) $(WARN) -std=gnu99 $(APR_CFLAGS) -I. -o $@ \
+	    bench/parser_bench.c stowrs_multipart.c $(APR_LIBS)
+
+# Built with plain $(CC), not apxs: apxs would put its objects for
+# stowrs_multipart.c next to the module's own.
+bench/mod_ceiling.so: bench/mod_ceiling.c stowrs_multipart.c stowrs_multipart.h
+	$(CC) $(OPT_FLAGS) $(WARN) -std=gnu99 -fPIC -shared $(APR_CFLAGS) $(HTTPD_INCLUDES) -I. \
+	    -o $@ bench/mod_ceiling.c stowrs_multipart.c
+
+bench-bins: $(BENCH_BINS)
+
+bench-deps:
+	@missing=$$(for p in $(BENCH_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:" $$missing; \
+	    if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	    $$sudo apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+bench: deps bench-deps
+	$(MAKE) all bench-bins
+	$(PYTHON) bench/run.py $(BENCH_ARGS)

@@ -281,12 +281,11 @@ stowrs_store_spool_write(stowrs_spool_t *s, const char *data, apr_size_t len)
 apr_status_t
 stowrs_store_spool_close(stowrs_spool_t *s)
 {
-    apr_status_t rv = spool_flush(s);
-
-    if (rv == APR_SUCCESS && s->conf->sync) {
-        rv = apr_file_datasync(s->file);
-    }
-    return rv;
+    /* The fdatasync is stowrs_store_publish's: there it comes after the
+     * index entry and the directories are made, so that one journal
+     * commit makes all of them durable, and a part that is not published
+     * is never synced at all. */
+    return spool_flush(s);
 }
 
 apr_status_t
@@ -334,12 +333,14 @@ sync_dir(apr_pool_t *pool, const char *dir)
 }
 
 /*
- * mkdir -p below the archive for a relative path's directories; the
- * directories whose entries changed are fsynced when @c sync, innermost
- * last so a crash never leaves a synced child under an unsynced parent.
+ * mkdir -p below the archive for a relative path's directories. The
+ * directories whose entries changed are pushed to @c changed, outermost
+ * first, for the caller to fsync in that order (so a crash never leaves a
+ * synced child under an unsynced parent).
  */
 static apr_status_t
-make_parents(apr_pool_t *pool, const char *archive, const char *rel, int sync)
+make_parents(apr_pool_t *pool, const char *archive, const char *rel,
+             apr_array_header_t *changed)
 {
     char *path = apr_pstrcat(pool, archive, "/", rel, NULL);
     char *slash = path + strlen(archive) + 1;
@@ -349,15 +350,10 @@ make_parents(apr_pool_t *pool, const char *archive, const char *rel, int sync)
         *slash = '\0';
         rv = apr_dir_make(path, APR_OS_DEFAULT, pool);
         if (rv == APR_SUCCESS) {
-            if (sync) {
-                char *parent = apr_pstrdup(pool, path);
-                char *cut = strrchr(parent, '/');
+            char *parent = apr_pstrdup(pool, path);
 
-                *cut = '\0';
-                if ((rv = sync_dir(pool, parent)) != APR_SUCCESS) {
-                    return rv;
-                }
-            }
+            *strrchr(parent, '/') = '\0';
+            APR_ARRAY_PUSH(changed, const char *) = parent;
         }
         else if (!APR_STATUS_IS_EEXIST(rv)) {
             return rv;
@@ -403,8 +399,9 @@ index_replace(stowrs_spool_t *s, const char *link, const char *target)
  * The index entry of an instance is a symlink .stowrs-index/{SOPInstanceUID}
  * whose target reads "{study}/{series}/{relative path}". UIDs hold no '/',
  * so the first two components are always the UIDs.
- * @return APR_SUCCESS with *existing NULL when newly claimed, or with
- *         *existing set to the target of the entry that was there.
+ * @return APR_SUCCESS with *existing NULL when newly claimed (the caller
+ *         fsyncs the index before it renames), or with *existing set to
+ *         the target of the entry that was there.
  */
 static apr_status_t
 index_claim(stowrs_spool_t *s, const char *link, const char *target, const char **existing)
@@ -414,7 +411,7 @@ index_claim(stowrs_spool_t *s, const char *link, const char *target, const char 
 
     *existing = NULL;
     if (symlink(target, link) == 0) {
-        return sync_index(s->pool, s->conf);
+        return APR_SUCCESS;
     }
     if (errno != EEXIST) {
         return APR_FROM_OS_ERROR(errno);
@@ -455,6 +452,8 @@ stowrs_store_publish(stowrs_spool_t *s, const char *sop_class, const char *study
     const char *old_full = NULL;        /* the copy already stored, if any */
     char *full;
     apr_finfo_t finfo;
+    apr_array_header_t *changed;        /* directories made for this instance */
+    int i;
     apr_status_t rv;
 
     *final_path = NULL;
@@ -509,8 +508,26 @@ stowrs_store_publish(stowrs_spool_t *s, const char *sop_class, const char *study
         }
     }
 
-    if ((rv = make_parents(pool, conf->archive, rel, conf->sync)) != APR_SUCCESS) {
+    changed = apr_array_make(pool, 2, sizeof(const char *));
+    if ((rv = make_parents(pool, conf->archive, rel, changed)) != APR_SUCCESS) {
         return rv;
+    }
+    /* Data, then the new index entry and directories, all before the
+     * rename. The file's fdatasync comes first: on a journalling
+     * filesystem its commit carries the symlink and mkdirs made above,
+     * so the directory fsyncs that follow find nothing left to write. */
+    if (conf->sync) {
+        if ((rv = apr_file_datasync(s->file)) != APR_SUCCESS) {
+            return rv;
+        }
+        if (!existing && (rv = sync_index(pool, conf)) != APR_SUCCESS) {
+            return rv;
+        }
+        for (i = 0; i < changed->nelts; i++) {
+            if ((rv = sync_dir(pool, APR_ARRAY_IDX(changed, i, const char *))) != APR_SUCCESS) {
+                return rv;
+            }
+        }
     }
     /* rename(2) replaces atomically: readers see the old file or the new. */
     rv = apr_file_rename(s->path, full, pool);

@@ -83,7 +83,8 @@ apr_status_t stowrs_store_spool_open(apr_pool_t *pool, const stowrs_store_conf_t
 /** Append bytes; coalesced into the buffer, written when it is full. */
 apr_status_t stowrs_store_spool_write(stowrs_spool_t *s, const char *data, apr_size_t len);
 
-/** Flush the buffer and, when conf->sync, fsync the file. */
+/** Flush the buffer. The file is fsynced (when conf->sync) by
+ *  stowrs_store_publish, before it is renamed. */
 apr_status_t stowrs_store_spool_close(stowrs_spool_t *s);
 
 /** Flush the buffer only: for parts that are read back, never published
@@ -102,7 +103,9 @@ apr_off_t stowrs_store_spool_size(const stowrs_spool_t *s);
 
 /**
  * Publish a closed spool under its UIDs (all passed stowrs_uid_valid),
- * applying the overwrite policy and the A77B rule. A file already at the
+ * applying the overwrite policy and the A77B rule. When conf->sync, the
+ * file, the index entry and new directories are fsynced before the
+ * rename and the final directory after it. A file already at the
  * final path counts as a duplicate even if the index does not know it.
  * When not published, the spool file goes with the part's pool.
  * @param s          the spool

@@ -365,10 +365,11 @@ class Server:
 
 
 class Httpd(Server):
-    def __init__(self, root, kind):
+    def __init__(self, root, kind, name=None, module=None):
         Server.__init__(self, root)
-        self.name = kind
+        self.name = name or kind
         self.kind = kind
+        self.module = module or os.path.join(TOP, ".libs", "mod_stowrs.so")
         self.path = "/rs/studies" if kind == "stowrs" else "/" + kind
 
     def start(self):
@@ -395,16 +396,17 @@ class Httpd(Server):
             "MaxKeepAliveRequests 0", "KeepAliveTimeout 60",
             # httpd >= 2.4.54 refuses bodies over 1 GiB by default
             "LimitRequestBody 0",
+            "<Directory />", "    AllowOverride None", "</Directory>",
         ]
         if os.getuid() == 0:
             lines += ["User %s" % RUN_USER, "Group %s" % RUN_USER]
         if self.kind == "stowrs":
             lines += [
-                'LoadModule stowrs_module "%s"' % os.path.join(TOP, ".libs", "mod_stowrs.so"),
+                'LoadModule stowrs_module "%s"' % self.module,
                 '<Location "/rs">',
                 "    SetHandler stowrs",
                 '    StowRSArchive "%s"' % self.store,
-                "    StowRSSync On",
+                "    StowRSSync %s" % os.environ.get("STOWRS_SYNC", "On"),
                 "</Location>",
             ]
         else:
@@ -598,7 +600,28 @@ def measure(server, bodies, clients, expected, timeout, hash_all_big):
         }
     finally:
         server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
+        retire(server.root, big=any(e["size"] > 64 * 1024 * 1024 for e in expected))
+
+
+GRAVEYARD = os.path.join(RUNDIR, "old")
+
+
+def retire(root, big):
+    """Move a server's root aside; it is removed after the last measurement.
+    Deleting hundreds of files between measurements would make the next
+    server pay for it: ext4 skips recently deleted inodes when it allocates
+    new ones (ialloc.c, recently_deleted()), and mod_stowrs, which makes two
+    inodes per instance (file and index entry), would pay twice what the
+    ceiling pays. Large instances are few inodes and much disk, so they go
+    at once."""
+    if not os.path.exists(root):
+        return
+    if big:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    os.makedirs(GRAVEYARD, exist_ok=True)
+    os.rename(root, os.path.join(GRAVEYARD, "%s-%d" % (os.path.basename(root),
+                                                      len(os.listdir(GRAVEYARD)))))
 
 
 def verify(server, expected, hash_all_big):
@@ -715,11 +738,15 @@ def main():
     ap.add_argument("--wait-quiet", type=float, default=5,
                     help="minutes to wait for a 1-minute load <= --load before starting")
     ap.add_argument("--load", type=float, default=1.2)
+    ap.add_argument("--base-module", metavar="SO",
+                    help="another build of mod_stowrs.so, run as server \"base\" "
+                         "(--servers stowrs,base,...) to measure a change in the same run")
     ap.add_argument("--budget", type=float, default=45,
                     help="minutes; no new repetition starts after this")
     args = ap.parse_args()
 
     t_start = time.time()
+    shutil.rmtree(RUNDIR, ignore_errors=True)     # an interrupted run's
     scen = set(args.scenarios.split(","))
     servers_wanted = args.servers.split(",")
     for tool in ("client", "parser_bench", "mod_ceiling.so"):
@@ -737,7 +764,10 @@ def main():
         args.reps = 1 if args.quick else 5
     st = os.statvfs("/tmp")
     free_gb = st.f_bavail * st.f_frsize / GB
-    need = 3 * sum(MF_SIZES.values()) * 1.1 / 1024 + 1
+    # data and bodies, one large instance stored at a time, and the small
+    # instances kept until the end (see retire())
+    need = (3 * sum(MF_SIZES.values()) * 1.1 / 1024 + 1
+            + 0.55 * N_CT * (args.reps or 5) * 3 * 8 / 1000)
     if free_gb < need:
         sys.exit("/tmp has %.1f GB free, the run needs about %.0f GB" % (free_gb, need))
 
@@ -754,7 +784,12 @@ def main():
     servers = {}
     for name in servers_wanted:
         root = os.path.join(RUNDIR, name)
-        servers[name] = Orthanc(root) if name == "orthanc" else Httpd(root, name)
+        if name == "orthanc":
+            servers[name] = Orthanc(root)
+        elif name == "base":
+            servers[name] = Httpd(root, "stowrs", "base", args.base_module)
+        else:
+            servers[name] = Httpd(root, name)
     discard = Httpd(os.path.join(RUNDIR, "discard"), "ceiling")
 
     plan = []           # (key, bodies, clients, expected, timeout)
@@ -821,7 +856,7 @@ def main():
                                                    res["wall"]))
             finally:
                 discard.stop()
-                shutil.rmtree(discard.root, ignore_errors=True)
+                retire(discard.root, big=False)
         if "S5" in scen:
             out = subprocess.run([os.path.join(HERE, "parser_bench"), "-n", "1", "-s",
                                   "64" if args.quick else "1024", ct[0]["path"]],
@@ -844,6 +879,7 @@ def main():
     with open(os.path.join(RUNDIR, "raw.json"), "w") as f:
         json.dump({"results": results, "discard": discard_runs, "parser": parser_runs}, f)
     log("wrote %s (raw numbers: %s/raw.json)" % (args.out, RUNDIR))
+    shutil.rmtree(GRAVEYARD, ignore_errors=True)
     if not args.keep_data:
         shutil.rmtree(DATA, ignore_errors=True)
         log("removed %s" % DATA)

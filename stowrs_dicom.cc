@@ -21,9 +21,10 @@
  *      maxReadLength: longer values are skipped over, not loaded, and a value
  *      that runs past the end of the file is an error. The whole dataset is
  *      parsed, Pixel Data included, so a file cut inside Pixel Data is found
- *      too. Only for a deflated dataset, where dcmtk cannot skip values and
- *      would load them, parsing stops at Pixel Data, and the zlib stream is
- *      then inflated to its end (nothing kept) to find truncation.
+ *      too. In a deflated dataset dcmtk's own stream cannot skip a value (it
+ *      would load it whole), so inspect_stream_t re-inflates to find a long
+ *      value again; there parsing stops at Pixel Data, and the zlib stream
+ *      is then inflated to its end (nothing kept) to find truncation.
  *
  * A transfer syntax dcmtk does not know is refused (STOWRS_DICOM_UNKNOWN_TS),
  * except the few in encapsulated_unknown_to_dcmtk(): those are encoded like
@@ -307,6 +308,103 @@ OFCondition check_deflated_complete(const char *path, Uint32 meta_end, bool *com
     return EC_Normal;
 }
 
+/**
+ * Re-creates a deflated dataset's stream positioned at one value: opens the
+ * file where the zlib stream starts, installs the filter and inflates up to
+ * the value (skipping, nothing kept).
+ */
+class inflating_factory_t : public DcmInputStreamFactory {
+public:
+    inflating_factory_t(const OFFilename &file, offile_off_t zstart, offile_off_t inflated)
+        : file_(file), zstart_(zstart), inflated_(inflated)
+    {
+    }
+
+    DcmInputStream *create() const
+    {
+        DcmInputFileStream *s = new DcmInputFileStream(file_, zstart_);
+        if (s->status().good() && s->installCompressionFilter(ESC_zlib).good()) {
+            offile_off_t left = inflated_;
+            while (left > 0 && s->good()) {
+                const offile_off_t n = s->skip(left);
+                if (n <= 0) {
+                    break;
+                }
+                left -= n;
+            }
+        }
+        return s;
+    }
+
+    DcmInputStreamFactory *clone() const
+    {
+        return new inflating_factory_t(*this);
+    }
+
+    DcmInputStreamFactoryType ident() const
+    {
+        return DFT_DcmInputFileStreamFactory;
+    }
+
+private:
+    OFFilename file_;
+    offile_off_t zstart_;
+    offile_off_t inflated_;
+};
+
+/**
+ * dcmtk's file stream, except that a value longer than maxReadLength in a
+ * deflated dataset is skipped like any other. dcmtk's own stream has no
+ * factory once the zlib filter is installed, and DcmElement::read then
+ * loads the value whole, allocating what its length field says (up to
+ * 4 GiB from a few bytes of zlib, or a real gigabyte from a megabyte of
+ * zeros). Found by fuzz/fuzz_dicom_inspect.
+ */
+class inspect_stream_t : public DcmInputFileStream {
+public:
+    explicit inspect_stream_t(const char *path)
+        : DcmInputFileStream(path), file_(path), zstart_(-1)
+    {
+    }
+
+    OFCondition installCompressionFilter(E_StreamCompression filterType)
+    {
+        zstart_ = tell();
+        return DcmInputFileStream::installCompressionFilter(filterType);
+    }
+
+    DcmInputStreamFactory *newFactory() const
+    {
+        if (zstart_ < 0) {
+            return DcmInputFileStream::newFactory();
+        }
+        return new inflating_factory_t(file_, zstart_, tell() - zstart_);
+    }
+
+private:
+    OFFilename file_;
+    offile_off_t zstart_;
+};
+
+/** DcmFileFormat::loadFileUntilTag(ERM_fileOnly) through inspect_stream_t. */
+OFCondition load_file_until_tag(DcmFileFormat *ff, const char *path, const DcmTagKey &stop)
+{
+    inspect_stream_t fs(path);
+    OFCondition cond = fs.status();
+    if (cond.good()) {
+        cond = ff->clear();
+    }
+    if (cond.good()) {
+        const E_FileReadMode old_mode = ff->getReadMode();
+        ff->setReadMode(ERM_fileOnly);
+        ff->transferInit();
+        cond = ff->readUntilTag(fs, EXS_Unknown, EGL_noChange, STOWRS_MAX_READ_LENGTH, stop);
+        ff->transferEnd();
+        ff->setReadMode(old_mode);
+    }
+    return cond;
+}
+
 bool is_nomem(const OFCondition &cond)
 {
     return cond == EC_MemoryExhausted;
@@ -443,8 +541,7 @@ stowrs_dicom_rc_e inspect(const char *path, stowrs_dicom_info_t *info,
         /* pass 2: meta header and dataset; values are skipped, not loaded */
         const DcmTagKey stop = xfer.getStreamCompression() == ESC_none
             ? DCM_UndefinedTagKey : DCM_PixelData;
-        cond = ff.loadFileUntilTag(path, EXS_Unknown, EGL_noChange, STOWRS_MAX_READ_LENGTH,
-                                   ERM_fileOnly, stop);
+        cond = load_file_until_tag(&ff, path, stop);
         if (cond.bad()) {
             set_cond(errbuf, errlen, "cannot read dataset", cond);
             return is_nomem(cond) ? STOWRS_DICOM_NOMEM : STOWRS_DICOM_NOT_PART10;

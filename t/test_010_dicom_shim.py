@@ -671,3 +671,56 @@ def test_010_29_unknown_encapsulated_big_fragment_small_memory(cli, tmp_path):
     assert r["rc"] == "NOT_PART10", r
     assert r["meta_readable"] == 1
     assert rss_kb < 40 * 1024, "peak RSS %d KiB" % rss_kb
+
+
+def _deflated_with_long_value(path, value_len, data_len):
+    """A deflated CT whose dataset holds, before Pixel Data, a private OB
+    value declared @value_len bytes long with @data_len zero bytes after
+    its header: zlib packs 1000 zeros into about one byte."""
+    ds = ct_dataset(pixels=False)
+    tail = element_header((0x7FE0, 0x0010), "OW", 8) + bytes(8)
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    with open(path, "wb") as f:
+        f.write(b"\0" * 128 + b"DICM" + meta_bytes(meta_for(ds, DEFLATED)))
+        f.write(z.compress(dataset_bytes(ds) + struct.pack("<HH2sH", 0x0029, 0x0010, b"LO", 12)
+                           + b"STOWRS TEST "
+                           + element_header((0x0029, 0x1010), "OB", value_len)))
+        chunk = bytes(1 << 20)
+        left = data_len
+        while left > 0:
+            f.write(z.compress(chunk[:min(left, len(chunk))]))
+            left -= len(chunk)
+        if data_len == value_len:
+            f.write(z.compress(tail))
+        f.write(z.flush())
+    return ds
+
+
+@pytest.mark.skipif(not os.access("/usr/bin/time", os.X_OK), reason="needs /usr/bin/time")
+def test_010_30_deflated_long_value_small_memory(cli, tmp_path):
+    # dcmtk cannot skip a value in a zlib stream and loads it whole, with an
+    # allocation of the size its length field gives: a 200 KB part would
+    # take 200 MB (or 4 GiB on a lying length) during inspection. Found by
+    # fuzz/fuzz_dicom_inspect (a malloc of 1.1 GB from an 812-byte file).
+    size = 200 * 1024 * 1024
+    p = tmp_path / "deflated-long.dcm"
+    ds = _deflated_with_long_value(p, size, size)
+    assert p.stat().st_size < 1024 * 1024
+    r, rss_kb = _rss(cli, p, tmp_path)
+    assert r["rc"] == "OK", r
+    assert r["sop_instance_uid"] == ds.SOPInstanceUID
+    assert rss_kb < 40 * 1024, "peak RSS %d KiB" % rss_kb
+    # the value says 4 GiB, the stream ends after 1 MB
+    _deflated_with_long_value(p, 0xFFFFFFF0, 1024 * 1024)
+    r, rss_kb = _rss(cli, p, tmp_path)
+    assert r["rc"] == "NOT_PART10", r
+    assert r["meta_readable"] == 1
+    assert rss_kb < 40 * 1024, "peak RSS %d KiB" % rss_kb
+    # a skipped UID value is found again by inflating up to it
+    ds = ct_dataset()
+    ds.StudyInstanceUID = "1.2." + "3" * 6000
+    r = inspect1(cli, write(tmp_path, "deflated-longuid.dcm", part10(ds, DEFLATED)))
+    assert r["rc"] == "OK", r
+    assert r["overlong"] == 1
+    assert r["study_instance_uid"] == ds.StudyInstanceUID[:64]
+    assert r["sop_instance_uid"] == ds.SOPInstanceUID

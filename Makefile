@@ -148,11 +148,13 @@ clean:
 	rm -rf .libs *.la *.lo *.o *.slo $(UNIT_BINS) t/__pycache__ .pytest_cache
 
 # --- set-up, run, test --------------------------------------------------------
-# Debian 12 packages the build, the tests and `make run` need.
+# Debian 12 packages the build, the tests and `make run` need; `make fuzz`
+# needs libclang-rt-14-dev (libFuzzer for clang 14) and llvm-14 (llvm-symbolizer).
 DEB_PACKAGES := make gcc g++ clang cppcheck pkg-config apache2 apache2-dev dcmtk libdcmtk-dev \
                 libxml2-dev libjansson-dev curl python3-pytest python3-pydicom \
                 python3-requests python3-lxml python3-numpy \
-                debhelper dpkg-dev git
+                debhelper dpkg-dev git \
+                libclang-rt-14-dev llvm-14
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -196,6 +198,93 @@ lint: deps
 	    --inline-suppr -I. $(CORE_SRC) stowrs_dicom.cc
 	$(MAKE) clean
 	$(MAKE) all unit-bins CC=clang CXX=clang++
+
+# === fuzzing: begin (fuzz/README.md, STYLE.md §15) ===========================
+# One source per target, three builds: libFuzzer with clang, ASan and UBSan
+# into fuzz/bin/ (`make fuzz`); a corpus replay with fuzz/standalone.c as
+# main(), by gcc, with ASan and UBSan when SANITIZE=1, into fuzz/bin/replay/
+# or fuzz/bin/replay-san/ (`make fuzz-replay`, run by t/test_050_fuzz_replay.py);
+# and fuzz/oss-fuzz-build.sh for OSS-Fuzz.
+#   make fuzz                               each target for FUZZ_RUNS executions
+#   make fuzz FUZZ_TIME=900                 ... or for FUZZ_TIME seconds each
+#   make fuzz FUZZ_TARGETS=fuzz_multipart   one target
+# New inputs go to a scratch directory under FUZZ_SCRATCH; only those that
+# add coverage are merged back into fuzz/corpus/<target>/ (fuzz/run-fuzzer.sh).
+FUZZ_ALL     := fuzz_multipart fuzz_content_type fuzz_dicom_inspect fuzz_meta_xml \
+                fuzz_meta_json fuzz_response
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_RUNS    ?= 10000000
+FUZZ_TIME    ?=
+FUZZ_SCRATCH ?= /tmp/stowrs-fuzz
+FUZZ_ARGS    ?=
+FUZZ_CC      ?= clang
+FUZZ_CXX     ?= clang++
+
+# the core sources each target links besides its own fuzz/<target>.c[c]
+FUZZ_SRC_fuzz_multipart     := stowrs_multipart.c
+FUZZ_SRC_fuzz_content_type  := stowrs_multipart.c stowrs_response.c
+FUZZ_SRC_fuzz_dicom_inspect := stowrs_dicom.cc stowrs_outcome.c stowrs_uid.c
+FUZZ_SRC_fuzz_meta_xml      := stowrs_meta.c
+FUZZ_SRC_fuzz_meta_json     := stowrs_meta.c
+FUZZ_SRC_fuzz_response      := stowrs_response.c stowrs_outcome.c stowrs_uid.c \
+                               stowrs_multipart.c stowrs_dicom.cc
+fuzz_main = fuzz/$(1).$(if $(filter fuzz_dicom_inspect,$(1)),cc,c)
+fuzz_objs = $(addprefix $(1)/obj/,$(notdir $(addsuffix .o,$(basename $(2)))))
+
+FUZZ_HDRS := fuzz/fuzz.h fuzz/fuzz_meta.h $(CORE_HDR)
+FUZZ_LIBS := $(DCMTK_LIBS) -lxml2 -ljansson $(APR_LIBS)
+FUZZ_INC  := $(APR_CFLAGS) $(XML_CFLAGS) -I. -Ifuzz
+
+FUZZ_LF_DIR := fuzz/bin
+FUZZ_LF_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_LF_CC  := $(FUZZ_CC) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link \
+               $(FUZZ_LF_SAN) $(WARN) -std=gnu99 $(FUZZ_INC)
+FUZZ_LF_CXX := $(FUZZ_CXX) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link \
+               $(FUZZ_LF_SAN) $(WARN) -std=c++17 $(FUZZ_INC)
+FUZZ_LF_LD  := $(FUZZ_CXX) -g -fsanitize=fuzzer $(FUZZ_LF_SAN)
+
+FUZZ_RP_DIR := fuzz/bin/replay$(if $(SAN_FLAGS),-san)
+FUZZ_RP_CC  := $(CC) $(OPT_FLAGS) $(SAN_FLAGS) $(WARN) -std=gnu99 $(FUZZ_INC)
+FUZZ_RP_CXX := $(CXX) $(OPT_FLAGS) $(SAN_FLAGS) $(WARN) -std=c++17 $(FUZZ_INC)
+FUZZ_RP_LD  := $(CXX) $(OPT_FLAGS) $(SAN_FLAGS)
+
+# $(1) object directory, $(2) source, $(3) name of the compile command variable
+define FUZZ_OBJ_RULE
+$(call fuzz_objs,$(1),$(2)): $(2) $(FUZZ_HDRS)
+	@mkdir -p $(1)/obj
+	$$($(3)) -c $(2) -o $$@
+endef
+
+# $(1) binary directory, $(2) target, $(3) name of the link command variable,
+# $(4) extra sources
+define FUZZ_BIN_RULE
+$(1)/$(2): $(call fuzz_objs,$(1),$(call fuzz_main,$(2)) $(FUZZ_SRC_$(2)) $(4))
+	$$($(3)) -o $$@ $$^ $$(FUZZ_LIBS)
+endef
+
+FUZZ_ALL_SRC := $(sort $(foreach t,$(FUZZ_ALL),$(call fuzz_main,$(t)) $(FUZZ_SRC_$(t))))
+$(foreach s,$(FUZZ_ALL_SRC),$(eval $(call FUZZ_OBJ_RULE,$(FUZZ_LF_DIR),$(s),$(if $(filter %.cc,$(s)),FUZZ_LF_CXX,FUZZ_LF_CC))))
+$(foreach s,$(FUZZ_ALL_SRC) fuzz/standalone.c,$(eval $(call FUZZ_OBJ_RULE,$(FUZZ_RP_DIR),$(s),$(if $(filter %.cc,$(s)),FUZZ_RP_CXX,FUZZ_RP_CC))))
+$(foreach t,$(FUZZ_ALL),$(eval $(call FUZZ_BIN_RULE,$(FUZZ_LF_DIR),$(t),FUZZ_LF_LD,)))
+$(foreach t,$(FUZZ_ALL),$(eval $(call FUZZ_BIN_RULE,$(FUZZ_RP_DIR),$(t),FUZZ_RP_LD,fuzz/standalone.c)))
+
+.PHONY: fuzz fuzz-build fuzz-replay fuzz-clean
+
+fuzz-build: $(addprefix $(FUZZ_LF_DIR)/,$(FUZZ_TARGETS))
+
+# One target after another, each with one job (-jobs=1): one core.
+fuzz: deps
+	$(MAKE) fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    FUZZ_RUNS='$(FUZZ_RUNS)' FUZZ_TIME='$(FUZZ_TIME)' FUZZ_SCRATCH='$(FUZZ_SCRATCH)' \
+	    FUZZ_ARGS='$(FUZZ_ARGS)' sh fuzz/run-fuzzer.sh $$t; \
+	done
+
+fuzz-replay: $(addprefix $(FUZZ_RP_DIR)/,$(FUZZ_ALL))
+
+fuzz-clean:
+	rm -rf fuzz/bin
+# === fuzzing: end ============================================================
 
 # --- benchmark (bench/run.py; results in bench/RESULTS.md) --------------------
 # Orthanc and libcurl only for the benchmark, so `make test` never installs them.

@@ -441,10 +441,70 @@ index_parse(apr_pool_t *pool, const char *target, const char **study_series,
     return 1;
 }
 
+struct stowrs_store_batch_t {
+    apr_pool_t *pool;
+    apr_array_header_t *dirs;       /* const char *, each once */
+};
+
+stowrs_store_batch_t *
+stowrs_store_batch_make(apr_pool_t *pool)
+{
+    stowrs_store_batch_t *b = apr_palloc(pool, sizeof(*b));
+
+    b->pool = pool;
+    b->dirs = apr_array_make(pool, 2, sizeof(const char *));
+    return b;
+}
+
+static void
+batch_add(stowrs_store_batch_t *b, const char *dir)
+{
+    int i;
+
+    for (i = b->dirs->nelts - 1; i >= 0; i--) {
+        if (strcmp(APR_ARRAY_IDX(b->dirs, i, const char *), dir) == 0) {
+            return;
+        }
+    }
+    APR_ARRAY_PUSH(b->dirs, const char *) = apr_pstrdup(b->pool, dir);
+}
+
+int
+stowrs_store_batch_pending(const stowrs_store_batch_t *b)
+{
+    return b->dirs->nelts;
+}
+
+apr_status_t
+stowrs_store_batch_sync(stowrs_store_batch_t *b)
+{
+    apr_status_t rv = APR_SUCCESS, r;
+    int i;
+
+    for (i = 0; i < b->dirs->nelts; i++) {
+        r = sync_dir(b->pool, APR_ARRAY_IDX(b->dirs, i, const char *));
+        if (r != APR_SUCCESS && rv == APR_SUCCESS) {
+            rv = r;
+        }
+    }
+    apr_array_clear(b->dirs);
+    return rv;
+}
+
 apr_status_t
 stowrs_store_publish(stowrs_spool_t *s, const char *sop_class, const char *study,
                      const char *series, const char *sop, stowrs_publish_e *result,
                      const char **final_path)
+{
+    return stowrs_store_publish_in(s, NULL, sop_class, study, series, sop, result,
+                                   final_path, NULL);
+}
+
+apr_status_t
+stowrs_store_publish_in(stowrs_spool_t *s, stowrs_store_batch_t *batch,
+                        const char *sop_class, const char *study, const char *series,
+                        const char *sop, stowrs_publish_e *result,
+                        const char **final_path, int *deferred)
 {
     const stowrs_store_conf_t *conf = s->conf;
     apr_pool_t *pool = s->pool;
@@ -457,6 +517,9 @@ stowrs_store_publish(stowrs_spool_t *s, const char *sop_class, const char *study
     apr_status_t rv;
 
     *final_path = NULL;
+    if (deferred) {
+        *deferred = 0;
+    }
     rel = stowrs_store_expand(pool, conf->path_format, sop_class, study, series, sop);
     /* The UIDs passed the UID check and the layout was checked at
      * configuration time; SECUREROOT is the second lock on the door. */
@@ -498,6 +561,15 @@ stowrs_store_publish(stowrs_spool_t *s, const char *sop_class, const char *study
     }
     if (old_full) {
         if (conf->overwrite == STOWRS_OVERWRITE_NEVER) {
+            /* Reported stored, so it must be durable: it may be another
+             * request's whose directory fsync is still in its batch. */
+            if (conf->sync
+                && (rv = sync_dir(pool, apr_pstrmemdup(pool, old_full,
+                                                      (apr_size_t)(strrchr(old_full, '/')
+                                                                   - old_full))))
+                   != APR_SUCCESS) {
+                return rv;
+            }
             *result = STOWRS_PUBLISH_KEPT;
             *final_path = old_full;
             return APR_SUCCESS;
@@ -542,7 +614,15 @@ stowrs_store_publish(stowrs_spool_t *s, const char *sop_class, const char *study
     if (conf->sync) {
         const char *dir = apr_pstrmemdup(pool, full, (apr_size_t)(strrchr(full, '/') - full));
 
-        if ((rv = sync_dir(pool, dir)) != APR_SUCCESS) {
+        /* The caller's batch may fsync the final directory later, once for
+         * all its instances there, but before any of them is reported.
+         * Not when an old copy elsewhere is removed next: the new one must
+         * be durable first. */
+        if (batch && !(old_full && strcmp(old_full, full) != 0)) {
+            batch_add(batch, dir);
+            *deferred = 1;
+        }
+        else if ((rv = sync_dir(pool, dir)) != APR_SUCCESS) {
             return rv;
         }
     }

@@ -28,6 +28,17 @@
  * small enough that memory per request stays a few hundred KB. */
 #define SPOOL_BUFFER_SIZE (256 * 1024)
 
+/* Outcomes held back while their directory fsync waits in the batch; at
+ * this many the batch is synced and they are reported. */
+#define PENDING_MAX 32
+
+/* An outcome decided but not yet reported (see flush_pending). */
+typedef struct {
+    int index;                      /* in outcomes */
+    int deferred;                   /* its directory fsync is in the batch */
+    stowrs_part_info_t info;
+} pending_t;
+
 struct stowrs_stow_t {
     apr_pool_t *pool;
     const stowrs_stow_conf_t *conf;
@@ -36,6 +47,8 @@ struct stowrs_stow_t {
     void *baton;
     apr_array_header_t *outcomes;
     char *buf;
+    stowrs_store_batch_t *batch;    /* NULL without StowRSSync */
+    apr_array_header_t *pending;    /* pending_t, in part order */
 
     apr_array_header_t *notes;      /* stowrs_stow_note_t */
 
@@ -103,19 +116,69 @@ note(stowrs_stow_t *s, unsigned int part_no, const char *text)
     n->text = text;
 }
 
+/*
+ * Make the held-back instances durable (their final directories' fsync)
+ * and report every held outcome, in part order. If an fsync fails, the
+ * instances that waited for it fail too: they were never reported stored.
+ */
+static void
+flush_pending(stowrs_stow_t *s)
+{
+    apr_status_t rv;
+    int i;
+
+    if (s->pending->nelts == 0) {
+        return;
+    }
+    rv = stowrs_store_batch_sync(s->batch);
+    for (i = 0; i < s->pending->nelts; i++) {
+        pending_t *pe = &APR_ARRAY_IDX(s->pending, i, pending_t);
+        stowrs_outcome_t *o = &APR_ARRAY_IDX(s->outcomes, pe->index, stowrs_outcome_t);
+
+        if (pe->deferred && rv != APR_SUCCESS) {
+            o->failure_reason = stowrs_outcome_io_reason(rv);
+            o->detail = apr_psprintf(s->pool, "publishing: %pm", &rv);
+            o->study_instance_uid = NULL;
+            o->series_instance_uid = NULL;
+            o->duplicate = 0;
+            pe->info.final_path = NULL;
+        }
+        if (s->fn) {
+            if (o->failure_reason) {
+                pe->info.action = "failed";
+            }
+            s->fn(s->baton, o, &pe->info);
+        }
+    }
+    apr_array_clear(s->pending);
+}
+
+/* An outcome is decided. It is reported at once, unless it waits for a
+ * directory fsync (@c deferred) or comes after one that does. */
 static void
 record(stowrs_stow_t *s, stowrs_outcome_t *o, apr_off_t bytes, const char *final_path,
-       const char *action)
+       const char *action, int deferred)
 {
     stowrs_part_info_t info;
 
     *(stowrs_outcome_t *)apr_array_push(s->outcomes) = *o;
+    info.part_no = s->part_no;
+    info.bytes = bytes;
+    info.final_path = final_path;
+    info.ts_param = s->ts_param;
+    info.action = o->failure_reason ? "failed" : action;
+    if (deferred || s->pending->nelts > 0) {
+        pending_t *pe = apr_array_push(s->pending);
+
+        pe->index = s->outcomes->nelts - 1;
+        pe->deferred = deferred;
+        pe->info = info;
+        if (s->pending->nelts >= PENDING_MAX) {
+            flush_pending(s);
+        }
+        return;
+    }
     if (s->fn) {
-        info.part_no = s->part_no;
-        info.bytes = bytes;
-        info.final_path = final_path;
-        info.ts_param = s->ts_param;
-        info.action = o->failure_reason ? "failed" : action;
         s->fn(s->baton, o, &info);
     }
 }
@@ -270,7 +333,7 @@ drop_part(stowrs_stow_t *s)
  * or built); fills @c o. */
 static void
 finish_instance(stowrs_stow_t *s, stowrs_spool_t *spool, stowrs_outcome_t *o,
-                const char **final_path, const char **action)
+                const char **final_path, const char **action, int *deferred)
 {
     stowrs_dicom_info_t info;
     stowrs_dicom_rc_e rc;
@@ -326,9 +389,9 @@ finish_instance(stowrs_stow_t *s, stowrs_spool_t *spool, stowrs_outcome_t *o,
         return;
     }
 
-    rv = stowrs_store_publish(spool, info.sop_class_uid, info.study_instance_uid,
-                              info.series_instance_uid, info.sop_instance_uid,
-                              &published, final_path);
+    rv = stowrs_store_publish_in(spool, s->batch, info.sop_class_uid,
+                                 info.study_instance_uid, info.series_instance_uid,
+                                 info.sop_instance_uid, &published, final_path, deferred);
     if (rv != APR_SUCCESS) {
         o->failure_reason = stowrs_outcome_io_reason(rv);
         o->detail = apr_psprintf(s->pool, "publishing: %pm", &rv);
@@ -366,6 +429,7 @@ on_part_end(void *baton)
     stowrs_outcome_t o;
     const char *final_path = NULL;
     const char *action = "stored";
+    int deferred = 0;
     apr_off_t bytes = s->spool ? stowrs_store_spool_size(s->spool) : 0;
 
     if (s->held) {
@@ -394,9 +458,9 @@ on_part_end(void *baton)
         s->ts_param = NULL;
     }
     else {
-        finish_instance(s, s->spool, &o, &final_path, &action);
+        finish_instance(s, s->spool, &o, &final_path, &action, &deferred);
     }
-    record(s, &o, bytes, final_path, action);
+    record(s, &o, bytes, final_path, action, deferred);
     drop_part(s);
     return APR_SUCCESS;
 }
@@ -458,7 +522,7 @@ fail_object(stowrs_stow_t *s, const stowrs_meta_ds_t *ds, unsigned int reason,
         ? apr_pstrdup(s->pool, cls->values[0]) : STOWRS_UNKNOWN_SOP_CLASS_UID;
     o.sop_instance_uid = (sop && sop->nvalues == 1 && stowrs_uid_valid(sop->values[0]))
         ? apr_pstrdup(s->pool, sop->values[0]) : fresh_uid(s->pool);
-    record(s, &o, 0, NULL, "failed");
+    record(s, &o, 0, NULL, "failed", 0);
 }
 
 static unsigned int
@@ -499,7 +563,7 @@ build_object(stowrs_stow_t *s, const stowrs_meta_ds_t *ds)
     stowrs_build_rc_e rc;
     const char *final_path = NULL, *action = "stored";
     char errbuf[256];
-    int os_error = 0;
+    int os_error = 0, deferred = 0;
     apr_status_t rv;
 
     /* Without them there is no meta header to write; DESIGN.md §3.3 calls
@@ -539,8 +603,8 @@ build_object(stowrs_stow_t *s, const stowrs_meta_ds_t *ds)
         drop_part(s);
         return;
     }
-    finish_instance(s, spool, &o, &final_path, &action);
-    record(s, &o, stowrs_store_spool_size(spool), final_path, action);
+    finish_instance(s, spool, &o, &final_path, &action, &deferred);
+    record(s, &o, stowrs_store_spool_size(spool), final_path, action, deferred);
     drop_part(s);
 }
 
@@ -635,6 +699,8 @@ stowrs_stow_create(apr_pool_t *pool, const stowrs_stow_conf_t *conf, const char 
     s->fn = fn;
     s->baton = baton;
     s->outcomes = apr_array_make(pool, 16, sizeof(stowrs_outcome_t));
+    s->pending = apr_array_make(pool, PENDING_MAX, sizeof(pending_t));
+    s->batch = conf->store.sync ? stowrs_store_batch_make(pool) : NULL;
     s->notes = apr_array_make(pool, 4, sizeof(stowrs_stow_note_t));
     if (conf->mode != STOWRS_STOW_DICOM) {
         if ((rv = apr_pool_create(&s->held_pool, pool)) != APR_SUCCESS) {
@@ -663,6 +729,7 @@ stowrs_stow_feed(stowrs_stow_t *s, const char *data, apr_size_t len)
     if (rv != APR_SUCCESS) {
         drop_part(s);       /* broken framing ends the request */
         drop_held(s);
+        flush_pending(s);   /* instances completed before it stay stored */
     }
     return rv;
 }
@@ -679,6 +746,7 @@ stowrs_stow_finish(stowrs_stow_t *s)
         process_metadata(s);
     }
     drop_held(s);
+    flush_pending(s);
     return rv;
 }
 
@@ -687,6 +755,7 @@ stowrs_stow_abort(stowrs_stow_t *s)
 {
     drop_part(s);
     drop_held(s);
+    flush_pending(s);
 }
 
 const apr_array_header_t *

@@ -46,7 +46,11 @@ typedef struct {
                                          disagreed with (0002,0010), else NULL */
 } stowrs_part_info_t;
 
-/** Called once per finished part, right after its outcome is decided. */
+/** Called once per finished part, in part order, when its outcome is
+ *  final: for an instance stored, once it is durable (its directory's
+ *  fsync may wait for the next ones in the same series, see
+ *  stowrs_store_publish_in), at the latest before stowrs_stow_feed fails
+ *  or stowrs_stow_finish or stowrs_stow_abort return. */
 typedef void (*stowrs_stow_outcome_fn)(void *baton, const stowrs_outcome_t *o,
                                        const stowrs_part_info_t *info);
 
@@ -71,7 +75,8 @@ apr_status_t stowrs_stow_feed(stowrs_stow_t *s, const char *data, apr_size_t len
 /** The body ended. @return APR_SUCCESS, or non-success for bad framing */
 apr_status_t stowrs_stow_finish(stowrs_stow_t *s);
 
-/** The client went away: drop the part in progress and its spool file. */
+/** The client went away: drop the part in progress and its spool file;
+ *  the instances completed before are made durable and reported. */
 void stowrs_stow_abort(stowrs_stow_t *s);
 
 /** @return the array of stowrs_outcome_t of finished parts */

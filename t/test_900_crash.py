@@ -44,6 +44,7 @@ directories and from /proc: no strace, no module hooks.
 import ctypes
 import hashlib
 import os
+import platform
 import random
 import re
 import select
@@ -331,7 +332,9 @@ def _logged(h, mark):
 
 MODES = ["mid-part", "in-part-headers", "delimiter-race", "inspecting", "after-claim",
          "after-fsync", "after-rename", "after-logged"]
-SYS_FSYNC, SYS_FDATASYNC = 74, 75           # x86_64
+#: fsync(2) and fdatasync(2) as /proc/<pid>/syscall numbers them
+SYS_FSYNC, SYS_FDATASYNC = {"x86_64": (74, 75), "aarch64": (82, 83),
+                            "riscv64": (82, 83)}.get(platform.machine(), (None, None))
 
 
 def _syscall(pid):
@@ -448,6 +451,8 @@ def _one_kill(h, mode, rng, it, all_sent, checker, stats):
             note["in_window"] = not final_k.exists()
             _kill(h)
         elif mode == "after-fsync":
+            assert SYS_FSYNC is not None, "fsync's system call number on %s is not known " \
+                "to this test" % platform.machine()
             ev.wait(lambda: len(ev.created) > k, "spool file of part %d" % (k + 1))
             name, pid = ev.created[k], h.proc.pid
             in_fsync = False

@@ -77,6 +77,7 @@
 #include "dcmtk/dcmdata/dcwcache.h"
 
 #include <cerrno>
+#include <sys/types.h>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -470,6 +471,151 @@ OFCondition read_dataset_as(const char *path, Uint32 meta_end, E_TransferSyntax 
     return cond;
 }
 
+/* Sequences and items open at once, beyond which an instance is refused:
+ * dcmtk reads nested sequences recursively and overflows a worker's stack
+ * somewhere past 6000 levels; real instances stay far below 256. */
+const int STOWRS_MAX_NESTING = 512;
+
+/* Read @c n bytes at the current position; false at end of file. */
+bool read_exact(std::FILE *fp, unsigned char *buf, size_t n)
+{
+    return std::fread(buf, 1, n, fp) == n;
+}
+
+Uint32 get16(const unsigned char *b, bool big)
+{
+    return big ? (Uint32(b[0]) << 8 | b[1]) : (Uint32(b[1]) << 8 | b[0]);
+}
+
+Uint32 get32(const unsigned char *b, bool big)
+{
+    return big ? (Uint32(b[0]) << 24 | Uint32(b[1]) << 16 | Uint32(b[2]) << 8 | b[3])
+               : (Uint32(b[3]) << 24 | Uint32(b[2]) << 16 | Uint32(b[1]) << 8 | b[0]);
+}
+
+/*
+ * Walk the dataset's element headers without recursion and count the
+ * sequences and items open at once. Only the structure is looked at, and
+ * nothing is judged but the depth: a truncated or odd file is left to
+ * dcmtk, which reads it next and reports it properly.
+ * @return true if the nesting stays within STOWRS_MAX_NESTING
+ */
+bool nesting_within_limit(const char *path, Uint32 meta_end, bool explicit_vr, bool big)
+{
+    const Uint32 undefined = 0xFFFFFFFFu;
+    struct open_t {
+        unsigned long long end;     /* ULLONG_MAX: undefined length */
+        bool fragments;             /* encapsulated data: items are values */
+    };
+    std::vector<open_t> open;
+    std::FILE *fp = std::fopen(path, "rb");
+    unsigned long long pos = meta_end;
+    bool within = true;
+
+    if (fp == NULL) {
+        return true;
+    }
+    if (fseeko(fp, OFstatic_cast(off_t, pos), SEEK_SET) != 0) {
+        std::fclose(fp);
+        return true;
+    }
+    for (;;) {
+        unsigned char h[8];
+        Uint32 group, elem, len;
+        bool sq = false;
+
+        while (!open.empty() && open.back().end != ~0ULL && pos >= open.back().end) {
+            open.pop_back();
+        }
+        if (!read_exact(fp, h, 4)) {
+            break;
+        }
+        group = get16(h, big);
+        elem = get16(h + 2, big);
+        pos += 4;
+        if (group == 0xFFFE) {
+            if (!read_exact(fp, h, 4)) {
+                break;
+            }
+            len = get32(h, big);
+            pos += 4;
+            if (elem == 0xE000 && !(open.empty() || open.back().fragments)) {
+                open_t item = { len == undefined ? ~0ULL : pos + len, false };
+                open.push_back(item);
+            }
+            else if (elem == 0xE000) {
+                if (len == undefined) {
+                    break;          /* not ours to judge */
+                }
+                pos += len;
+                if (fseeko(fp, OFstatic_cast(off_t, pos), SEEK_SET) != 0) {
+                    break;
+                }
+            }
+            else if (!open.empty()) {   /* item or sequence delimiter */
+                open.pop_back();
+            }
+        }
+        else {
+            if (explicit_vr) {
+                if (!read_exact(fp, h, 4)) {
+                    break;
+                }
+                pos += 4;
+                const char vr[3] = { char(h[0]), char(h[1]), 0 };
+                static const char *const long_vrs[] = {
+                    "OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT",
+                    "SV", "UV"
+                };
+                bool long_form = false;
+                for (size_t i = 0; i < sizeof(long_vrs) / sizeof(long_vrs[0]); i++) {
+                    long_form = long_form || std::strcmp(vr, long_vrs[i]) == 0;
+                }
+                if (long_form) {
+                    if (!read_exact(fp, h + 4, 4)) {
+                        break;
+                    }
+                    pos += 4;
+                    len = get32(h + 4, big);
+                }
+                else {
+                    len = get16(h + 2, big);
+                }
+                sq = std::strcmp(vr, "SQ") == 0
+                     || (len == undefined && std::strcmp(vr, "UN") == 0);
+            }
+            else {
+                if (!read_exact(fp, h, 4)) {
+                    break;
+                }
+                pos += 4;
+                len = get32(h, big);
+                /* implicit VR: the dictionary says SQ, or undefined length
+                 * on anything but Pixel Data is read as a sequence */
+                sq = DcmTag(DcmTagKey(OFstatic_cast(Uint16, group),
+                                      OFstatic_cast(Uint16, elem))).getEVR() == EVR_SQ
+                     || (len == undefined && !(group == 0x7FE0 && elem == 0x0010));
+            }
+            if (sq || len == undefined) {
+                open_t c = { len == undefined ? ~0ULL : pos + len, !sq };
+                open.push_back(c);
+            }
+            else {
+                pos += len;
+                if (fseeko(fp, OFstatic_cast(off_t, pos), SEEK_SET) != 0) {
+                    break;
+                }
+            }
+        }
+        if (open.size() > OFstatic_cast(size_t, STOWRS_MAX_NESTING)) {
+            within = false;
+            break;
+        }
+    }
+    std::fclose(fp);
+    return within;
+}
+
 stowrs_dicom_rc_e inspect(const char *path, stowrs_dicom_info_t *info,
                           char *errbuf, size_t errlen)
 {
@@ -515,6 +661,16 @@ stowrs_dicom_rc_e inspect(const char *path, stowrs_dicom_info_t *info,
         return STOWRS_DICOM_NOT_PART10;
     }
     const DcmXfer xfer(info->transfer_syntax_uid);
+    /* Deflated datasets cannot be walked without inflating; the others are
+     * checked for absurd nesting before dcmtk's recursive reader sees them. */
+    const bool known = xfer.getXfer() != EXS_Unknown;
+    if ((known ? xfer.getStreamCompression() == ESC_none
+               : encapsulated_unknown_to_dcmtk(info->transfer_syntax_uid))
+        && !nesting_within_limit(path, meta_end, !known || !xfer.isImplicitVR(),
+                                 known && xfer.isBigEndian())) {
+        set_err(errbuf, errlen, "sequences nested deeper than the module accepts");
+        return STOWRS_DICOM_NOT_PART10;
+    }
     /* the dataset, in ff or, for an unknown encapsulated syntax, here */
     DcmDataset unknown_ts_ds;
     DcmDataset *ds = NULL;

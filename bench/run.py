@@ -13,7 +13,7 @@ Scenarios (DESIGN.md §5, the issue's S1-S5):
   S1  200 CT slices (512x512x16 bit, 0.5 MB), 10 per request, 1 and 4 clients
   S2  one 256 MiB and one 2 GiB multi-frame instance
   S3  200 sequential single-instance requests: p50, p99 latency
-  S4  256 single-instance requests with 1, 4, 16, 64 clients
+  S4  512 single-instance requests with 1, 4, 16, 64 clients
   S5  bench/parser_bench: the parser alone, 1 GiB in memory, 8000-byte pieces
 
 Every (scenario, server) pair runs once per repetition; within a repetition
@@ -49,7 +49,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 DATA = "/tmp/stowrs-bench-data"
 RUNDIR = "/tmp/stowrs-bench-run"
-DATA_VERSION = 3            # bump when the generated data changes
+DATA_VERSION = 5            # bump when the generated data changes
 APACHE2 = os.environ.get("STOWRS_APACHE2", "/usr/sbin/apache2")
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -58,11 +58,12 @@ TICK = os.sysconf("SC_CLK_TCK")
 MB = 1e6
 GB = 1e9
 
-N_CT = 256                  # S4 uses all, S1 and S3 the first 200
+N_CT = 512                  # S4 uses all, S1 and S3 the first 200
 N_S1 = 200
 PER_REQUEST = 10
 N_S3 = 200
 S4_CLIENTS = (1, 4, 16, 64)
+N_WARM = max(S4_CLIENTS)    # warm-up instances: one per client of the run
 MF_SIZES = {"mf256": 256, "mf2048": 2048}   # MiB of pixel data
 
 SERVERS = ("stowrs", "orthanc", "ceiling")
@@ -175,12 +176,18 @@ def generate(data, boundary):
             f.write(raw)
         manifest["ct"].append({"path": path, "sop": sop, "size": len(raw),
                                "sha256": hashlib.sha256(raw).hexdigest()})
-    # the warm-up instance each server stores before a measurement
-    sop, raw = ct_instance(N_CT, generate_uid())
-    with open(os.path.join(data, "bodies", "warm.body"), "wb") as f:
-        f.write(_body_part(bnd, True) + raw + close)
-    manifest["warm"] = {"sop": sop, "size": len(raw),
-                        "sha256": hashlib.sha256(raw).hexdigest()}
+    # the warm-up instances a server stores before a measurement, with as
+    # many clients at once as the measurement: its threads, connection
+    # pools and buffers are then in use already, as in a server that runs
+    manifest["warm"] = []
+    warm_series = generate_uid()
+    for i in range(N_WARM):
+        sop, raw = ct_instance(N_CT + i, warm_series)
+        path = os.path.join(data, "bodies", "warm-%02d.body" % i)
+        with open(path, "wb") as f:
+            f.write(_body_part(bnd, True) + raw + close)
+        manifest["warm"].append({"path": path, "sop": sop, "size": len(raw),
+                                 "sha256": hashlib.sha256(raw).hexdigest()})
 
     def write_body(path, members):
         with open(path, "wb") as f:
@@ -406,7 +413,7 @@ class Httpd(Server):
                 '<Location "/rs">',
                 "    SetHandler stowrs",
                 '    StowRSArchive "%s"' % self.store,
-                "    StowRSSync %s" % os.environ.get("STOWRS_SYNC", "On"),
+                "    StowRSSync On",
                 "</Location>",
             ]
         else:
@@ -572,9 +579,11 @@ def measure(server, bodies, clients, expected, timeout, hash_all_big):
     """Start @server fresh, warm it up, run the client, verify the store."""
     server.start()
     try:
-        warm = run_client(server, [os.path.join(DATA, "bodies", "warm.body")], 1, 60)
-        if warm["requests"][0][1] != 200:
-            raise RuntimeError("%s: warm-up answered %s" % (server.name, warm["requests"][0]))
+        warm_set = WARM[:max(1, clients)]
+        warm = run_client(server, [w["path"] for w in warm_set], len(warm_set), 120)
+        bad = [r for r in warm["requests"] if r[1] != 200]
+        if bad:
+            raise RuntimeError("%s: warm-up answered %s" % (server.name, bad[0]))
         time.sleep(0.2)
         pids = server.pids()
         for pid in pids:
@@ -590,7 +599,7 @@ def measure(server, bodies, clients, expected, timeout, hash_all_big):
             except OSError:
                 pass
         failed = sum(1 for r in res["requests"] if r[1] != 200)
-        ver = verify(server, expected, hash_all_big)
+        ver = verify(server, expected, warm_set, hash_all_big)
         return {
             "wall": res["wall"], "client_cpu": res["cpu"], "bytes": res["bytes"],
             "cpu": cpu1 - cpu0, "growth": growth, "failed": failed,
@@ -624,10 +633,10 @@ def retire(root, big):
                                                       len(os.listdir(GRAVEYARD)))))
 
 
-def verify(server, expected, hash_all_big):
+def verify(server, expected, warm_set, hash_all_big):
     """Count the stored files and check a sample of sha256s (and sizes of all)."""
     files = server.stored_files()
-    want = len(expected) + 1        # + the warm-up instance
+    want = len(expected) + len(warm_set)
     problems = []
     if len(files) != want:
         problems.append("%d files stored, %d expected" % (len(files), want))
@@ -645,13 +654,12 @@ def verify(server, expected, hash_all_big):
     if hash_all_big:
         sample += big
     digests = sha256_files(sample)
-    known = {e["sha256"] for e in expected}
-    known.add(WARM["sha256"])
+    known = {e["sha256"] for e in expected} | {w["sha256"] for w in warm_set}
     bad = [f for f in sample if digests.get(f) not in known]
     if bad:
         problems.append("%d of %d sampled files differ from what was sent" % (len(bad),
                                                                              len(sample)))
-    sent_sizes = {e["size"] for e in expected} | {WARM["size"]}
+    sent_sizes = {e["size"] for e in expected} | {w["size"] for w in warm_set}
     wrong_size = [f for f in files if sizes[f] not in sent_sizes]
     if wrong_size:
         problems.append("%d files of a size never sent" % len(wrong_size))
@@ -958,7 +966,9 @@ def write_report(args, manifest, results, discard_runs, parser_runs, reps, load_
       "16 bit allocated, 12 stored, Explicit VR Little Endian), multi-frame instances of %s "
       "bytes. MB = 10^6 bytes, GB = 10^9 bytes of stored instances. Each cell is the median "
       "over repetitions with (min–max). Every measurement starts its server fresh with "
-      "empty storage, stores one warm-up instance, then runs the client; the server CPU "
+      "empty storage and stores warm-up instances, as many at once as the measurement has "
+      "clients (one per client: threads, connections and buffers are in use, as in a server "
+      "that has been running), then runs the client; the server CPU "
       "is utime+stime of all its processes (httpd: parent, children and reaped children) "
       "during the client run; memory growth is the sum over the server's processes of "
       "peak RSS (VmHWM, reset through /proc/PID/clear_refs) minus RSS before the run.\n"
@@ -1089,7 +1099,7 @@ def write_report(args, manifest, results, discard_runs, parser_runs, reps, load_
                     n_hashed += r["verify"]["hashed"]
                     probs += ["%s %s: %s" % (key, s, p) for p in r["verify"]["problems"]]
     w("After every measurement the storage was walked: the number of stored files must be "
-      "the number of instances sent plus the warm-up instance (for Orthanc also its "
+      "the number of instances sent plus the warm-up instances (for Orthanc also its "
       "/statistics count), every file must have the size of an instance sent, and a sample "
       "(8 per run, plus the large instances in the first repetition) is hashed with sha256 "
       "and must match an instance sent. %d runs, %d stored files counted, %d hashed. %s\n"

@@ -5,6 +5,8 @@
 #   make deb        the Debian package libapache2-mod-stowrs, in ..
 #   make run        install missing Debian packages, build, run httpd on 127.0.0.1:8080
 #   make test       the same set-up, then the unit tests and the pytest suite
+#                   (SANITIZE=1: all of it built with and run under ASan/UBSan)
+#   make valgrind   part of the pytest suite with httpd -X under valgrind memcheck
 #   make lint       cppcheck and the clang build
 # CC=clang CXX=clang++ builds with clang; SANITIZE=1 adds ASan and UBSan.
 
@@ -184,9 +186,50 @@ run: deps
 
 PYTEST_ARGS ?=
 
+# SANITIZE=1 builds the module, the dcmtk shim and the test binaries with
+# ASan and UBSan; STOWRS_SANITIZE tells the harness (t/stowrs_env.py) to
+# preload their runtimes into the uninstrumented httpd and to fail a test on
+# any sanitizer report. make does not rebuild on a change of flags, so
+# check-sanitize refuses a tree built the other way (make clean first).
+SAN_WANT := $(if $(filter 1,$(SANITIZE)),1,0)
+SAN_BUILT_FILES := .libs/mod_stowrs.so $(UNIT_BINS) t/unit/dicom_inspect
+
 test: deps
-	$(MAKE) all unit-bins t/unit/dicom_inspect
-	$(PYTHON) -m pytest -ra $(PYTEST_ARGS) t/
+	$(MAKE) all unit-bins t/unit/dicom_inspect SANITIZE=$(SANITIZE)
+	@$(MAKE) --no-print-directory check-sanitize SANITIZE=$(SANITIZE)
+	STOWRS_SANITIZE=$(SAN_WANT) $(PYTHON) -m pytest -ra $(PYTEST_ARGS) t/
+
+.PHONY: check-sanitize
+check-sanitize:
+	@for f in $(SAN_BUILT_FILES); do \
+	    if grep -qa __asan_init $$f; then got=1; else got=0; fi; \
+	    if [ $$got != $(SAN_WANT) ]; then \
+	        echo "$$f was built with SANITIZE=$$got, this run wants SANITIZE=$(SAN_WANT):" \
+	             "make clean, then run again (make does not track flags)" >&2; \
+	        exit 1; \
+	    fi; \
+	done
+
+# --- valgrind -----------------------------------------------------------------
+# The pytest files below, each httpd run as httpd -X under valgrind memcheck
+# (STOWRS_VALGRIND=1 in t/stowrs_env.py): a test fails if its server's log
+# shows an invalid access, a use of uninitialised memory or a bad free. Then
+# t/stowrs_env.py valgrind-leaks sends 10 and then 100 requests of every kind
+# to a fresh httpd -X each and fails if the definitely lost bytes or the heap
+# still in use at exit grow with the number of requests.
+# Needs a build without SANITIZE=1 (valgrind and ASan do not mix).
+VALGRIND_TESTS ?= t/test_100_store.py t/test_200_multipart.py t/test_300_dicom.py \
+                  t/test_600_metadata.py
+VALGRIND_SELECT ?= not 2gb and not memory
+
+.PHONY: valgrind
+valgrind: deps
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES=valgrind
+	$(MAKE) all unit-bins t/unit/dicom_inspect SANITIZE=
+	@$(MAKE) --no-print-directory check-sanitize SANITIZE=
+	STOWRS_VALGRIND=1 STOWRS_SANITIZE=0 $(PYTHON) -m pytest -ra $(PYTEST_ARGS) \
+	    -k '$(VALGRIND_SELECT)' $(VALGRIND_TESTS)
+	STOWRS_VALGRIND=1 STOWRS_SANITIZE=0 $(PYTHON) t/stowrs_env.py valgrind-leaks 10 100
 
 unit-bins: $(UNIT_BINS)
 

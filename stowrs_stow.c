@@ -591,8 +591,23 @@ build_object(stowrs_stow_t *s, const stowrs_meta_ds_t *ds)
     rc = stowrs_dicom_build(ds, resolve_bulk, s, stowrs_store_spool_path(spool), &os_error,
                             errbuf, sizeof(errbuf));
     if (rc != STOWRS_BUILD_OK) {
-        fail_object(s, ds, build_reason(rc, os_error, s->resolve_error),
-                    apr_pstrcat(s->part_pool, "cannot build the instance: ", errbuf, NULL));
+        const char *detail;
+
+        /* The administrator of a full disk needs the OS error, as a PS3.10
+         * part's line gives it, not "names no bulk data part". */
+        if (rc == STOWRS_BUILD_BULK_MISSING && s->resolve_error != APR_SUCCESS) {
+            detail = apr_psprintf(s->part_pool, "writing a bulk data part: %pm",
+                                  &s->resolve_error);
+        }
+        else if (rc == STOWRS_BUILD_IO && os_error) {
+            rv = APR_FROM_OS_ERROR(os_error);
+            detail = apr_psprintf(s->part_pool, "cannot build the instance: %s: %pm",
+                                  errbuf, &rv);
+        }
+        else {
+            detail = apr_pstrcat(s->part_pool, "cannot build the instance: ", errbuf, NULL);
+        }
+        fail_object(s, ds, build_reason(rc, os_error, s->resolve_error), detail);
         drop_part(s);
         return;
     }

@@ -584,16 +584,28 @@ stowrs_store_publish_in(stowrs_spool_t *s, stowrs_store_batch_t *batch,
     if ((rv = make_parents(pool, conf->archive, rel, changed)) != APR_SUCCESS) {
         return rv;
     }
-    /* Data, then the new index entry and directories, all before the
-     * rename. The file's fdatasync comes first: on a journalling
-     * filesystem its commit carries the symlink and mkdirs made above,
-     * so the directory fsyncs that follow find nothing left to write. */
+    /* Data and new directories before the rename, so that a crash never
+     * leaves a partial file at a final path. The file's fdatasync comes
+     * first: on a journalling filesystem its commit carries the symlink
+     * and mkdirs made above, so the directory fsyncs that follow find
+     * nothing left to write. A new index entry only has to be durable
+     * before the instance is reported, so with a batch its directory is
+     * synced once per request, not once per instance: without it, a crash
+     * can leave a file the index does not name, and the stat of the final
+     * path below still finds it when it is sent again. */
     if (conf->sync) {
         if ((rv = apr_file_datasync(s->file)) != APR_SUCCESS) {
             return rv;
         }
-        if (!existing && (rv = sync_index(pool, conf)) != APR_SUCCESS) {
-            return rv;
+        if (!existing) {
+            if (batch) {
+                batch_add(batch, apr_pstrcat(pool, conf->archive,
+                                             "/" STOWRS_STORE_INDEX_DIR, NULL));
+                *deferred = 1;
+            }
+            else if ((rv = sync_index(pool, conf)) != APR_SUCCESS) {
+                return rv;
+            }
         }
         for (i = 0; i < changed->nelts; i++) {
             if ((rv = sync_dir(pool, APR_ARRAY_IDX(changed, i, const char *))) != APR_SUCCESS) {

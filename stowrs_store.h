@@ -122,21 +122,23 @@ apr_status_t stowrs_store_publish(stowrs_spool_t *s, const char *sop_class,
                                   const char *sop, stowrs_publish_e *result,
                                   const char **final_path);
 
-/** Final directories whose fsync publishes of one request leave for later. */
+/** Directories (final and index) whose fsync publishes of one request leave
+ *  for later. */
 typedef struct stowrs_store_batch_t stowrs_store_batch_t;
 
 /** @return an empty batch in @c pool (the request's) */
 stowrs_store_batch_t *stowrs_store_batch_make(apr_pool_t *pool);
 
 /**
- * stowrs_store_publish, except that when conf->sync the fsync of the final
- * directory after the rename may be left to @c batch (*deferred set to 1):
- * a request that stores several instances in one series fsyncs that
- * directory once. The file, the index entry and new directories are still
- * fsynced before the rename. An instance whose publish was deferred must
- * not be reported stored before stowrs_store_batch_sync succeeded.
+ * stowrs_store_publish, except that when conf->sync the fsyncs of the final
+ * directory after the rename and of the index directory after a new entry
+ * may be left to @c batch (*deferred set to 1): a request that stores
+ * several instances in one series fsyncs each of those directories once.
+ * The file and new directories are still fsynced before the rename. An
+ * instance whose publish was deferred must not be reported stored before
+ * stowrs_store_batch_sync succeeded.
  * @param batch    NULL to fsync at once, as stowrs_store_publish
- * @param deferred set to 1 if the directory fsync was left to @c batch;
+ * @param deferred set to 1 if a directory fsync was left to @c batch;
  *                 may be NULL only when @c batch is NULL
  */
 apr_status_t stowrs_store_publish_in(stowrs_spool_t *s, stowrs_store_batch_t *batch,

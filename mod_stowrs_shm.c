@@ -73,6 +73,16 @@ typedef struct {
 static shm_table_t *table;
 static apr_global_mutex_t *claim_mutex;
 
+/* What the parent keeps across restarts in its process pool. The statics
+ * above cannot be trusted to survive one: httpd unloads and reloads the
+ * module's DSO at a restart, and whether that resets them depends on
+ * whether the dynamic linker really unmaps it (it did under ASan, and the
+ * new generation then ran with no table: no limit, no counters). */
+typedef struct {
+    apr_shm_t *shm;
+    apr_global_mutex_t *mutex;
+} shm_kept_t;
+
 static const char *const userdata_key = "mod_stowrs_shm";
 
 apr_status_t
@@ -80,6 +90,7 @@ stowrs_shm_init(apr_pool_t *pconf, server_rec *s)
 {
     apr_pool_t *proc = s->process->pool;
     void *data = NULL;
+    shm_kept_t *kept;
     apr_shm_t *shm;
     apr_status_t rv;
     int daemons = 0, threads = 0;
@@ -88,7 +99,11 @@ stowrs_shm_init(apr_pool_t *pconf, server_rec *s)
     (void)pconf;
     apr_pool_userdata_get(&data, userdata_key, proc);
     if (data) {
-        return APR_SUCCESS;     /* a restart: keep the segment and its counts */
+        /* a restart: keep the segment and its counts */
+        kept = data;
+        table = apr_shm_baseaddr_get(kept->shm);
+        claim_mutex = kept->mutex;
+        return APR_SUCCESS;
     }
     ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &daemons);
     ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &threads);
@@ -113,7 +128,10 @@ stowrs_shm_init(apr_pool_t *pconf, server_rec *s)
     table = apr_shm_baseaddr_get(shm);
     memset(table, 0, size);
     table->nworkers = daemons * threads;
-    apr_pool_userdata_set(shm, userdata_key, apr_pool_cleanup_null, proc);
+    kept = apr_palloc(proc, sizeof(*kept));
+    kept->shm = shm;
+    kept->mutex = claim_mutex;
+    apr_pool_userdata_set(kept, userdata_key, apr_pool_cleanup_null, proc);
     return APR_SUCCESS;
 }
 

@@ -45,6 +45,71 @@
 
 static char dir[64];
 
+/* --- memory of the trees -------------------------------------------------- */
+/* The trees and paths the tests build live until the end of the run; they
+ * are kept here and freed at exit, so that LeakSanitizer (make test
+ * SANITIZE=1) reports only what the code under test leaks. */
+static void **test_blocks;
+static size_t test_nblocks, test_capblocks;
+
+static void *
+test_keep(void *p)
+{
+    if (p == NULL) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    if (test_nblocks == test_capblocks) {
+        test_capblocks = test_capblocks ? 2 * test_capblocks : 256;
+        test_blocks = realloc(test_blocks, test_capblocks * sizeof(*test_blocks));
+        if (test_blocks == NULL) {
+            fprintf(stderr, "out of memory\n");
+            exit(2);
+        }
+    }
+    test_blocks[test_nblocks++] = p;
+    return p;
+}
+
+static void *
+test_alloc(size_t n)
+{
+    return test_keep(calloc(1, n ? n : 1));
+}
+
+/* realloc of a block from test_alloc/test_grow (or NULL) */
+static void *
+test_grow(void *old, size_t n)
+{
+    void *p = realloc(old, n);
+    size_t i;
+
+    if (p == NULL) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    for (i = 0; old != NULL && i < test_nblocks; i++) {
+        if (test_blocks[i] == old) {
+            test_blocks[i] = p;
+            return p;
+        }
+    }
+    return test_keep(p);
+}
+
+static void
+test_free_all(void)
+{
+    size_t i;
+
+    for (i = 0; i < test_nblocks; i++) {
+        free(test_blocks[i]);
+    }
+    free(test_blocks);
+    test_blocks = NULL;
+    test_nblocks = test_capblocks = 0;
+}
+
 /* --- building trees ------------------------------------------------------ */
 
 /* a growable dataset; elements are sorted by ds_done() */
@@ -56,7 +121,7 @@ typedef struct {
 static ds_builder_t *
 ds_new(void)
 {
-    ds_builder_t *b = calloc(1, sizeof(*b));
+    ds_builder_t *b = test_alloc(sizeof(*b));
     return b;
 }
 
@@ -66,7 +131,7 @@ ds_add(ds_builder_t *b, unsigned int tag, const char *vr)
     stowrs_meta_elem_t *e;
     if (b->ds.nelems == b->cap) {
         b->cap = b->cap ? 2 * b->cap : 16;
-        b->ds.elems = realloc(b->ds.elems, (size_t)b->cap * sizeof(*b->ds.elems));
+        b->ds.elems = test_grow(b->ds.elems, (size_t)b->cap * sizeof(*b->ds.elems));
     }
     e = &b->ds.elems[b->ds.nelems++];
     memset(e, 0, sizeof(*e));
@@ -86,16 +151,18 @@ elem_cmp(const void *a, const void *b)
 static stowrs_meta_ds_t *
 ds_done(ds_builder_t *b)
 {
-    qsort(b->ds.elems, (size_t)b->ds.nelems, sizeof(*b->ds.elems), elem_cmp);
+    if (b->ds.nelems > 0) {         /* qsort(NULL, 0, ...) is undefined */
+        qsort(b->ds.elems, (size_t)b->ds.nelems, sizeof(*b->ds.elems), elem_cmp);
+    }
     return &b->ds;
 }
 
-/* values: NULL-terminated list of strings (the array is leaked, as the tree) */
+/* values: NULL-terminated list of strings (kept until exit, as the tree) */
 static stowrs_meta_elem_t *
 ds_val(ds_builder_t *b, unsigned int tag, const char *vr, ...)
 {
     stowrs_meta_elem_t *e = ds_add(b, tag, vr);
-    const char **v = calloc(16, sizeof(*v));
+    const char **v = test_alloc(16 * sizeof(*v));
     va_list ap;
     const char *s;
     va_start(ap, vr);
@@ -177,7 +244,7 @@ resolve(void *baton, const char *uri, const stowrs_bulk_t *const **parts)
 static char *
 tmp_path(const char *name)
 {
-    char *p = malloc(strlen(dir) + strlen(name) + 2);
+    char *p = test_alloc(strlen(dir) + strlen(name) + 2);
     sprintf(p, "%s/%s", dir, name);
     return p;
 }
@@ -553,7 +620,7 @@ test_sr_sequence(void)
     ds_val(item, 0x0040A040, "CS", "TEXT", NULL);
     cseq = ds_add(item, 0x0040A043, "SQ");
     cseq->nitems = 1;
-    cseq->items = malloc(sizeof(*cseq->items));
+    cseq->items = test_alloc(sizeof(*cseq->items));
     cseq->items[0] = ds_done(code);
     ds_val(item, 0x0040A160, "UT", "No acute findings \\ with a backslash", NULL);
 
@@ -564,7 +631,7 @@ test_sr_sequence(void)
     ds_val(b, 0x0040A050, "CS", "SEPARATE", NULL);
     seq = ds_add(b, 0x0040A730, "SQ");
     seq->nitems = 1;
-    seq->items = malloc(sizeof(*seq->items));
+    seq->items = test_alloc(sizeof(*seq->items));
     seq->items[0] = ds_done(item);
     CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_OK);
     check_inspect(out, CLASS_SR, "1.2.3.12", TS_ELE);
@@ -818,7 +885,7 @@ test_private_blocks(void)
     ds_pval(item, 0x00191002, "OTHER", "ot");
     e = ds_add(b, 0x0040A730, "SQ");
     e->nitems = 1;
-    e->items = malloc(sizeof(*e->items));
+    e->items = test_alloc(sizeof(*e->items));
     e->items[0] = ds_done(item);
     CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_OK);
     check_inspect(out, CLASS_CT, "1.2.3.67", TS_ELE);
@@ -843,7 +910,7 @@ test_private_blocks(void)
     ds_pval(item, 0x00290001, "ITEM", "it");
     e = ds_add(b, 0x0040A730, "SQ");
     e->nitems = 1;
-    e->items = malloc(sizeof(*e->items));
+    e->items = test_alloc(sizeof(*e->items));
     e->items[0] = ds_done(item);
     CHECK_INT(build(ds_done(b), NULL, out, NULL), STOWRS_BUILD_OK);
     f = slurp(out, &n);
@@ -1039,7 +1106,7 @@ add_items(ds_builder_t *b, unsigned int tag, int n, ds_builder_t **items)
 {
     stowrs_meta_elem_t *e = ds_add(b, tag, "SQ");
     e->nitems = n;
-    e->items = calloc((size_t)n, sizeof(*e->items));
+    e->items = test_alloc((size_t)n * sizeof(*e->items));
     for (int i = 0; i < n; i++) {
         e->items[i] = ds_done(items[i]);
     }
@@ -1275,19 +1342,19 @@ from_json(json_t *obj)
         json_t *uri = json_object_get(val, "BulkDataURI");
         stowrs_meta_elem_t *e = ds_add(b, (unsigned int)strtoul(key, NULL, 16), vr ? vr : "UN");
         if (json_is_string(uri)) {
-            e->bulk_uri = strdup(json_string_value(uri));
+            e->bulk_uri = test_keep(strdup(json_string_value(uri)));
         }
         else if (json_is_string(inl)) {
             size_t len;
             e->has_inline = 1;
-            e->inline_data = b64decode(json_string_value(inl), &len);
+            e->inline_data = test_keep(b64decode(json_string_value(inl), &len));
             e->inline_len = len;
         }
         else if (json_is_array(values) && strcmp(e->vr, "SQ") == 0) {
             size_t i;
             json_t *it;
             e->nitems = (int)json_array_size(values);
-            e->items = calloc(json_array_size(values) + 1, sizeof(*e->items));
+            e->items = test_alloc((json_array_size(values) + 1) * sizeof(*e->items));
             json_array_foreach(values, i, it) {
                 e->items[i] = from_json(it);
             }
@@ -1295,17 +1362,17 @@ from_json(json_t *obj)
         else if (json_is_array(values)) {
             size_t i;
             json_t *it;
-            const char **v = calloc(json_array_size(values) + 1, sizeof(*v));
+            const char **v = test_alloc((json_array_size(values) + 1) * sizeof(*v));
             e->nvalues = (int)json_array_size(values);
             json_array_foreach(values, i, it) {
                 if (json_is_string(it)) {
-                    v[i] = strdup(json_string_value(it));
+                    v[i] = test_keep(strdup(json_string_value(it)));
                 }
                 else if (json_is_number(it)) {
-                    v[i] = json_number_text(it);
+                    v[i] = test_keep(json_number_text(it));
                 }
                 else if (json_is_object(it)) {
-                    v[i] = pn_text(it);
+                    v[i] = test_keep(pn_text(it));
                 }
             }
             e->values = v;
@@ -1321,7 +1388,7 @@ json_mode(const char *desc, const char *out)
     json_t *root = json_load_file(desc, 0, &jerr);
     json_t *parts, *list;
     const char *uri;
-    bulk_table_t *t = calloc(1, sizeof(*t));
+    bulk_table_t *t = test_alloc(sizeof(*t));
     char err[256];
     int ose = 0;
     stowrs_build_rc_e rc;
@@ -1336,14 +1403,16 @@ json_mode(const char *desc, const char *out)
         json_t *p;
         json_array_foreach(list, i, p) {
             const char *ts = json_string_value(json_object_get(p, "transfer_syntax"));
-            add_part(t, strdup(uri), strdup(json_string_value(json_object_get(p, "path"))),
-                     strdup(json_string_value(json_object_get(p, "media_type"))),
-                     ts ? strdup(ts) : NULL);
+            add_part(t, test_keep(strdup(uri)),
+                     test_keep(strdup(json_string_value(json_object_get(p, "path")))),
+                     test_keep(strdup(json_string_value(json_object_get(p, "media_type")))),
+                     ts ? test_keep(strdup(ts)) : NULL);
         }
     }
     rc = stowrs_dicom_build(from_json(json_object_get(root, "dataset")), resolve, t, out,
                             &ose, err, sizeof(err));
     printf("%d %d %s\n", (int)rc, ose, err);
+    json_decref(root);
     return 0;
 }
 
@@ -1368,7 +1437,10 @@ main(int argc, char **argv)
         return 1;
     }
     if (argc == 4 && strcmp(argv[1], "--json") == 0) {
-        return json_mode(argv[2], argv[3]);
+        int rc = json_mode(argv[2], argv[3]);
+
+        test_free_all();
+        return rc;
     }
     strcpy(dir, "/tmp/test_build.XXXXXX");
     if (mkdtemp(dir) == NULL) {
@@ -1388,5 +1460,6 @@ main(int argc, char **argv)
     test_trailer();
     test_charset();
     nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    test_free_all();
     return unit_summary();
 }

@@ -37,6 +37,7 @@
 #define SERIES_B  "1.2.3.1.2"
 #define SOP_1     "1.2.3.1.1.1"
 #define SOP_2     "1.2.3.1.1.2"
+#define SOP_3     "1.2.3.1.1.3"
 #define CLASS_LAYOUT \
     "{StudyInstanceUID}/{SeriesInstanceUID}/{SOPClassUID}/{SOPInstanceUID}.dcm"
 
@@ -930,6 +931,47 @@ publish_failure(apr_pool_t *pool)
     fixture_done(&f);
 }
 
+/* Publishing into a batch: the final directory's fsync and, for a new
+ * entry, the index directory's are left to the batch, each once however
+ * many instances the request stores; a duplicate adds nothing new. */
+static void
+publish_batched(apr_pool_t *pool)
+{
+    fixture_t f;
+    stowrs_store_batch_t *batch;
+    const char *sops[3] = { SOP_1, SOP_2, SOP_3 };
+    const char *data = "batched instance";
+    int i;
+
+    fixture_init(&f, pool, STOWRS_STORE_DEFAULT_FORMAT, STOWRS_OVERWRITE_NEVER, 1, 4096);
+    batch = stowrs_store_batch_make(f.pool);
+    for (i = 0; i < 3; i++) {
+        apr_pool_t *part;
+        stowrs_spool_t *s = NULL;
+        stowrs_publish_e result = (stowrs_publish_e)-1;
+        const char *fp = NULL;
+        int deferred = 0;
+
+        apr_pool_create(&part, f.pool);
+        CHECK_INT(stowrs_store_spool_open(part, &f.conf, f.buf, f.bufsize, &s), APR_SUCCESS);
+        CHECK_INT(stowrs_store_spool_write(s, data, strlen(data)), APR_SUCCESS);
+        CHECK_INT(stowrs_store_spool_close(s), APR_SUCCESS);
+        CHECK_INT(stowrs_store_publish_in(s, batch, CLASS_CT, STUDY_A, SERIES_A, sops[i],
+                                          &result, &fp, &deferred), APR_SUCCESS);
+        CHECK_INT(result, STOWRS_PUBLISH_STORED);
+        CHECK_INT(deferred, 1);
+        CHECK(fp != NULL && file_equals(f.pool, fp, data, strlen(data)));
+        apr_pool_destroy(part);
+    }
+    /* the series directory and .stowrs-index, once each */
+    CHECK_INT(stowrs_store_batch_pending(batch), 2);
+    CHECK_INT(stowrs_store_batch_sync(batch), APR_SUCCESS);
+    CHECK_INT(stowrs_store_batch_pending(batch), 0);
+    CHECK_INT(count_entries(apath(&f, STOWRS_STORE_INDEX_DIR)), 3);
+    CHECK_INT(spool_entries(&f), 0);
+    fixture_done(&f);
+}
+
 static void
 test_publish(apr_pool_t *pool)
 {
@@ -944,6 +986,7 @@ test_publish(apr_pool_t *pool)
     }
     publish_conflict_class_layout(pool);
     publish_failure(pool);
+    publish_batched(pool);
 }
 
 /* --- sweep -------------------------------------------------------------- */

@@ -729,9 +729,10 @@ class Httpd:
         for line in self.error_log_text_since(since).splitlines(keepends=True):
             begin, offset = offset, offset + len(line.encode("utf-8", "replace"))
             line = line.rstrip("\r\n")
+            while_stopping = any(a <= begin < b for a, b in self._stop_ranges)
             if _CRASH_RE.search(line):
                 if (not STRICT_SHUTDOWN and re.search(r"AH0005[12]", line)
-                        and any(a <= begin < b for a, b in self._stop_ranges)):
+                        and while_stopping):
                     if line not in self.shutdown_crashes:
                         self.shutdown_crashes.append(line)
                     continue
@@ -745,8 +746,7 @@ class Httpd:
                 continue
             if any(t in line for t in expected_tags):
                 continue
-            if (any(a <= begin < b for a, b in self._stop_ranges)
-                    and any(t in line for t in _SHUTDOWN_NOISE)):
+            if while_stopping and any(t in line for t in _SHUTDOWN_NOISE):
                 continue
             if "AH00045" in line and (self.valgrind or (self.sanitize and LSAN)):
                 # children take seconds to exit under valgrind, and with

@@ -139,8 +139,12 @@ def fault(request, new_workdir, after_checks, make_httpd):
     return "fsize", h, None
 
 
-def _unlimited(h):
-    """Remove the fsize mechanism's limit: restart without it."""
+def _space_back(h, fs):
+    """End the fault: free the tmpfs, or (fsize mechanism) restart httpd
+    without its RLIMIT_FSIZE."""
+    if fs is not None:
+        fs.free()
+        return
     h.stop()
     h.rlimits = {}
     h.start()
@@ -214,10 +218,7 @@ def test_450_01_fills_during_upload(fault):
     lines = _failed_lines(h, mark, CODE[mech])
     assert len(lines) == 1 and "part 2:" in lines[0] and OS_TEXT[mech] in lines[0], lines
     # space back: the second goes in, the first is untouched
-    if fs is not None:
-        fs.free()
-    else:
-        _unlimited(h)
+    _space_back(h, fs)
     check_answer(h, post(h, [b]), 200, stored=[ub])
     h.assert_stored(b, ub)
     h.assert_stored(a, ua)
@@ -242,10 +243,7 @@ def test_450_02_alone_does_not_fit(fault):
     assert len(lines) == 1 and OS_TEXT[mech] in lines[0], lines
     small, us = g.ct_image(rows=64, cols=64)
     check_answer(h, post(h, [small]), 200, stored=[us])
-    if fs is not None:
-        fs.free()
-    else:
-        _unlimited(h)
+    _space_back(h, fs)
     check_answer(h, post(h, [big]), 200, stored=[ub])
     h.assert_stored(big, ub)
     h.assert_stored(small, us)
@@ -270,10 +268,7 @@ def test_450_03_metadata_bulk_does_not_fit(fault, root):
     _assert_nothing_of(h, fs, orig.uids)
     assert h.all_archive_files() == []
     assert len(_failed_lines(h, mark, CODE[mech])) == 1   # what it says: test_450_09
-    if fs is not None:
-        fs.free()
-    else:
-        _unlimited(h)
+    _space_back(h, fs)
     check_answer(h, send(h, [meta]), 200, stored=[orig.uids])
     assert h.instance_path(orig.uids["study"], orig.uids["series"], orig.uids["sop"]).is_file()
 
@@ -297,10 +292,7 @@ def test_450_08_metadata_built_file_does_not_fit(fault):
     _assert_nothing_of(h, fs, orig.uids)
     assert h.all_archive_files() == []
     assert len(_failed_lines(h, mark, CODE[mech])) == 1   # what it says: test_450_09
-    if fs is not None:
-        fs.free()
-    else:
-        _unlimited(h)
+    _space_back(h, fs)
     check_answer(h, mg.post_xml(h, [meta]), 200, stored=[orig.uids])
 
 

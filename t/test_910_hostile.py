@@ -387,12 +387,17 @@ def _nested_ds(depth, leaf_uid="1.2.3.4"):
     return Sequence([inner])
 
 
-def _xml_meta(h, depth=None):
+def _meta_doc(h, convert, depth=None):
+    """A small CT and its metadata document (mg.to_xml or mg.to_json), with
+    @depth nested sequences if given."""
     orig = mg.small_ct()
     if depth:
         orig.ds.ReferencedImageSequence = _nested_ds(depth)
-    meta = mg.to_xml(orig.ds, namer=mg.BulkNamer(h.location_url))
-    return orig, meta
+    return orig, convert(orig.ds, namer=mg.BulkNamer(h.location_url))
+
+
+def _xml_meta(h, depth=None):
+    return _meta_doc(h, mg.to_xml, depth)
 
 
 def _xml_with_text(h, head_text, tail_text):
@@ -448,11 +453,7 @@ def test_910_07_xml_nesting_at_the_limit(hostile):
 
 
 def _json_obj(h, depth=None):
-    orig = mg.small_ct()
-    if depth:
-        orig.ds.ReferencedImageSequence = _nested_ds(depth)
-    meta = mg.to_json(orig.ds, namer=mg.BulkNamer(h.location_url))
-    return orig, meta
+    return _meta_doc(h, mg.to_json, depth)
 
 
 def _post_json_raw(h, raw, metas):

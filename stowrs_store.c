@@ -592,7 +592,7 @@ stowrs_store_publish_in(stowrs_spool_t *s, stowrs_store_batch_t *batch,
      * before the instance is reported, so with a batch its directory is
      * synced once per request, not once per instance: without it, a crash
      * can leave a file the index does not name, and the stat of the final
-     * path below still finds it when it is sent again. */
+     * path above (old_full) still finds it when it is sent again. */
     if (conf->sync) {
         if ((rv = apr_file_datasync(s->file)) != APR_SUCCESS) {
             return rv;
